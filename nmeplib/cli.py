@@ -1,0 +1,107 @@
+"""``python -m nmeplib {train,predict,summary,make-hdf5}``.
+
+Every expected failure (a bad config key, a missing dataset, a diverged run) ends with one
+line ``error: ...`` naming what is wrong and exit status 2, not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def _train(args: argparse.Namespace) -> None:
+    from . import checkpoint as ckpt
+    from .config import from_dict
+    from .engine import fit
+
+    overrides = list(args.set)
+    if args.output:
+        overrides.append(f"OUTPUT={args.output}")
+    if args.resume and not args.config:
+        if not args.output:
+            raise ConfigError("--resume needs --output, the folder of the run to continue")
+        stored = ckpt.load_checkpoint(Path(args.output) / ckpt.LAST)["config"]
+        config = from_dict(stored, overrides)
+    else:
+        config = load_config(args.config, overrides)
+    history = fit(config, resume=args.resume)
+    if history:
+        best = max(history, key=lambda r: r["val_acc"])
+        print(f"best val acc {best['val_acc']:.2f}% (epoch {best['epoch']}); run folder {config.OUTPUT}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .submission import predict, write_submission
+
+    result = predict(args.checkpoint, args.set, split=args.split)
+    path = write_submission(result["predictions"], args.out, result["num_images"], result["num_classes"])
+    accuracy = f"; accuracy {result['acc']:.2f}% on the labelled images" if result["count"] else ""
+    print(f"wrote {path}: {result['num_images']} rows{accuracy}")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from .models import build_model_from_config, format_summary, model_summary
+
+    config = load_config(args.config, args.set)
+    num_classes = config.MODEL.NUM_CLASSES or (10 if config.DATA.DATASET != "medium_imagenet" else 200)
+    model = build_model_from_config(config, num_classes)
+    size = config.DATA.IMG_SIZE
+    print(f"{config.MODEL.NAME}, {num_classes} classes, input 3×{size}×{size}")
+    print(format_summary(model_summary(model, (3, size, size))))
+
+
+def _make_hdf5(args: argparse.Namespace) -> None:
+    from .data.make_hdf5 import main
+
+    main(args.rest)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nmeplib", description="Train, inspect and submit image classifiers.")
+    sub = p.add_subparsers(dest="command", required=True)
+    kv = dict(nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. TRAIN.LR=0.01 DATA.BATCH_SIZE=64")
+
+    t = sub.add_parser("train", help="train a model from a config")
+    t.add_argument("--config", help="a shipped config name (lenet_base, ...) or a YAML path")
+    t.add_argument("--set", action="extend", **kv)
+    t.add_argument("--output", help="run folder (sets OUTPUT)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --output from checkpoint_last.pt")
+    t.set_defaults(run=_train)
+
+    pr = sub.add_parser("predict", help="write a Kaggle submission.csv from a checkpoint")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--set", action="extend", **kv)
+    pr.add_argument("--out", default="submission.csv")
+    pr.add_argument("--split", default="test", choices=("train", "val", "test"))
+    pr.set_defaults(run=_predict)
+
+    s = sub.add_parser("summary", help="layers, output shapes and parameter counts of a config's model")
+    s.add_argument("--config", required=True)
+    s.add_argument("--set", action="extend", **kv)
+    s.set_defaults(run=_summary)
+
+    m = sub.add_parser("make-hdf5", help="build a MediumImageNet-format HDF5 file from an image folder tree",
+                       add_help=False)
+    m.add_argument("rest", nargs=argparse.REMAINDER)
+    m.set_defaults(run=_make_hdf5)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import load_checkpoint  # noqa: F401  (import errors surface here, not mid-run)
+    from .data import DatasetError
+    from .engine import TrainingDiverged
+
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, DatasetError, TrainingDiverged, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 0

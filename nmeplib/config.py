@@ -1,0 +1,266 @@
+"""Configs: defaults in one place, YAML files that override them, and KEY=VALUE overrides.
+
+A config is a nested :class:`Config` (a dict with attribute access) with the course's
+upper-case dotted keys, e.g. ``config.TRAIN.LR``. YAML files may name parents with
+``BASE: [file.yaml, ...]``; later files and overrides win. Every value is checked against
+the type of its default and, where there is a fixed set, against the allowed choices, so a
+typo fails early with a message naming the key instead of deep inside training.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Every key here is read by the code; the comment says what it means.
+DEFAULTS: dict[str, Any] = {
+    "DATA": {
+        "DATASET": "digits",        # cifar10 | medium_imagenet | digits
+        "ROOT": "",                 # CIFAR-10 folder or HDF5 file; empty: ./data/<dataset>
+        "IMG_SIZE": 32,             # images are resized to IMG_SIZE x IMG_SIZE
+        "BATCH_SIZE": 128,          # per process (per GPU under torchrun)
+        "NUM_WORKERS": 2,           # loader worker processes for HDF5 files
+        "AUGMENT": "none",          # scheme name or components joined by '+', see data/augment.py
+        "CLASS_NAMES": "",          # optional class-names file for an HDF5 dataset
+        "DOWNLOAD": True,           # fetch CIFAR-10 when DATA.ROOT lacks it
+        "PRELOAD": False,           # HDF5: read whole splits into memory once
+    },
+    "MODEL": {
+        "NAME": "lenet",            # lenet | alexnet | resnet18
+        "NUM_CLASSES": None,        # None: the dataset's number of classes
+        "ACTIVATION": "default",    # default (the model's own) | relu | leaky_relu | gelu | silu | sigmoid
+        "DROPOUT": None,            # None: the model's own (AlexNet 0.5, others 0.0)
+    },
+    "TRAIN": {
+        "EPOCHS": 10,
+        "WARMUP_EPOCHS": 0,         # linear warm-up before the cosine schedule
+        "LR": 1e-3,
+        "MIN_LR": 0.0,              # floor of the cosine schedule
+        "WEIGHT_DECAY": 0.05,
+        "OPTIMIZER": "adamw",       # adamw | adam | sgd | rmsprop
+        "MOMENTUM": 0.9,            # sgd and rmsprop
+        "SCHEDULER": "cosine",      # cosine | constant | step | plateau
+        "DECAY_EPOCHS": 30,         # step: epochs between decays
+        "DECAY_RATE": 0.1,          # step and plateau: factor applied to the LR
+        "LABEL_SMOOTHING": 0.0,
+        "COMPILE": False,           # torch.compile the model (CUDA)
+    },
+    "WANDB": {
+        "MODE": "",                 # online | offline | disabled; empty: $WANDB_MODE, else online if logged in
+        "PROJECT": "nmeplib",
+        "ENTITY": "",
+        "NAME": "",                 # run name; empty: the output folder's name
+        "GROUP": "",                # sweeps put their runs in one group
+    },
+    "SEED": 0,
+    "OUTPUT": "runs/default",
+}
+
+CHOICES: dict[str, tuple] = {
+    "DATA.DATASET": ("cifar10", "medium_imagenet", "digits"),
+    "MODEL.NAME": ("lenet", "alexnet", "resnet18"),
+    "MODEL.ACTIVATION": ("default", "relu", "leaky_relu", "gelu", "silu", "sigmoid"),
+    "TRAIN.OPTIMIZER": ("adamw", "adam", "sgd", "rmsprop"),
+    "TRAIN.SCHEDULER": ("cosine", "constant", "step", "plateau"),
+    "WANDB.MODE": ("", "online", "offline", "disabled"),
+}
+# Keys whose default is None and the type they take when set.
+OPTIONAL_TYPES: dict[str, type] = {"MODEL.NUM_CLASSES": int, "MODEL.DROPOUT": float}
+POSITIVE = ("DATA.IMG_SIZE", "DATA.BATCH_SIZE", "TRAIN.EPOCHS", "TRAIN.DECAY_EPOCHS", "MODEL.NUM_CLASSES")
+NON_NEGATIVE = ("DATA.NUM_WORKERS", "TRAIN.WARMUP_EPOCHS", "TRAIN.LR", "TRAIN.MIN_LR",
+                "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that is wrong; the message names it."""
+
+
+class Config(dict):
+    """A nested dict whose keys read as attributes: ``config.TRAIN.LR``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def get_path(self, key: str) -> Any:
+        node: Any = self
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def to_dict(self) -> dict:
+        """Plain nested dicts: what checkpoints, W&B and JSON store."""
+        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
+
+    def flat(self) -> dict[str, Any]:
+        """``{"TRAIN.LR": 0.001, ...}``."""
+        return dict(_flatten(self.to_dict()))
+
+    def __deepcopy__(self, memo: dict) -> "Config":
+        return _wrap(copy.deepcopy(self.to_dict(), memo))
+
+
+def _wrap(tree: Mapping) -> Config:
+    return Config({k: _wrap(v) if isinstance(v, Mapping) else v for k, v in tree.items()})
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+VALID_KEYS = dict(_flatten(DEFAULTS))
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, VALID_KEYS, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(VALID_KEYS)}"
+    return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Return ``value`` as the type ``key`` takes, or raise ConfigError naming the key."""
+    default = VALID_KEYS[key]
+    kind = OPTIONAL_TYPES.get(key, type(default))
+    if value is None and key in OPTIONAL_TYPES:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "~") and key in OPTIONAL_TYPES:
+        return None
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                value = value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise TypeError
+        elif kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            value = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            value = float(value)
+        elif kind is str:
+            if isinstance(value, (dict, list)):
+                raise TypeError
+            value = "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be {kind.__name__}{' or None' if key in OPTIONAL_TYPES else ''}, "
+                          f"got {value!r}") from None
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(repr(c) for c in CHOICES[key])}, got {value!r}")
+    if value is not None and key in POSITIVE and value <= 0:
+        raise ConfigError(f"{key} must be positive, got {value!r}")
+    if value is not None and key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{key} must not be negative, got {value!r}")
+    return value
+
+
+def _set(config: Config, key: str, value: Any, where: str) -> None:
+    if key not in VALID_KEYS:
+        raise _unknown_key(key, where)
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = _coerce(key, value)
+
+
+def _find_file(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    candidates = [path, CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {str(name_or_path)!r} not found: give a YAML path or one of: {shipped}")
+
+
+def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = ()) -> None:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} inherits from itself through BASE")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys, got {type(tree).__name__}")
+    bases = tree.pop("BASE", None) or []
+    for base in [bases] if isinstance(bases, str) else bases:
+        base_path = path.parent / base if (path.parent / base).is_file() else _find_file(base)
+        _read_yaml(base_path, config, seen + (path,))
+    for key, value in _flatten(tree):
+        _set(config, key, value, str(path))
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. TRAIN.LR=0.001")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def check(config: Config) -> None:
+    """Checks that involve more than one key."""
+    if config.TRAIN.WARMUP_EPOCHS >= config.TRAIN.EPOCHS and config.TRAIN.WARMUP_EPOCHS > 0:
+        raise ConfigError(f"TRAIN.WARMUP_EPOCHS ({config.TRAIN.WARMUP_EPOCHS}) must be less than "
+                          f"TRAIN.EPOCHS ({config.TRAIN.EPOCHS})")
+    if config.TRAIN.MIN_LR > config.TRAIN.LR:
+        raise ConfigError(f"TRAIN.MIN_LR ({config.TRAIN.MIN_LR}) must not exceed TRAIN.LR ({config.TRAIN.LR})")
+    if config.MODEL.DROPOUT is not None and not 0 <= config.MODEL.DROPOUT < 1:
+        raise ConfigError(f"MODEL.DROPOUT must be in [0, 1), got {config.MODEL.DROPOUT}")
+    if config.TRAIN.LABEL_SMOOTHING >= 1:
+        raise ConfigError(f"TRAIN.LABEL_SMOOTHING must be in [0, 1), got {config.TRAIN.LABEL_SMOOTHING}")
+    from .data.augment import parse_augment  # late import: data imports config
+    try:
+        parse_augment(config.DATA.AUGMENT)
+    except ValueError as err:
+        raise ConfigError(f"DATA.AUGMENT: {err}") from None
+
+
+def _apply(config: Config, overrides: Iterable[str] | Mapping[str, Any]) -> Config:
+    items = overrides.items() if isinstance(overrides, Mapping) else map(_parse_override, overrides)
+    for key, value in items:
+        _set(config, key, value, "overrides")
+    check(config)
+    return config
+
+
+def load_config(name_or_path: str | os.PathLike | None = None,
+                overrides: Iterable[str] | Mapping[str, Any] = ()) -> Config:
+    """Defaults, then the YAML file (and its BASE files), then ``overrides``.
+
+    ``name_or_path`` is a path or the name of a shipped config (``lenet_base``); ``None``
+    gives the defaults. ``overrides`` is ``["TRAIN.LR=0.01", ...]`` or ``{"TRAIN.LR": 0.01}``.
+    """
+    config = _wrap(copy.deepcopy(DEFAULTS))
+    if name_or_path:
+        _read_yaml(_find_file(name_or_path), config)
+    return _apply(config, overrides)
+
+
+def from_dict(tree: Mapping, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Config:
+    """Rebuild a config stored as plain data (a checkpoint's), then apply ``overrides``."""
+    config = _wrap(copy.deepcopy(DEFAULTS))
+    for key, value in _flatten(tree):
+        _set(config, key, value, "stored config")
+    return _apply(config, overrides)

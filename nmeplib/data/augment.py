@@ -1,0 +1,127 @@
+"""Augmentation and normalisation of whole uint8 batches on the training device.
+
+``DATA.AUGMENT`` names a scheme: ``none``, ``course`` (the course's colour jitter + flip),
+``standard`` (pad-crop + flip), or components joined by ``+`` such as ``crop+flip+erase``.
+Components ``flip``, ``crop``, ``jitter`` and ``erase`` run batched with per-image random
+parameters (no per-image Python); ``autoaugment``, ``randaugment`` and ``trivialaugment``
+are torchvision's policies, applied image by image because each image draws its own ops.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+BATCHED = ("crop", "flip", "jitter", "erase")
+POLICIES = {
+    "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    "randaugment": v2.RandAugment,
+    "trivialaugment": v2.TrivialAugmentWide,
+}
+ALIASES = {"none": (), "course": ("jitter", "flip"), "standard": ("crop", "flip")}
+JITTER = 0.4          # brightness, contrast and saturation factors drawn from [1-J, 1+J]
+ERASE_P = 0.5         # probability that an image gets one erased rectangle
+ERASE_AREA = (0.02, 0.25)
+
+
+def parse_augment(spec: str) -> tuple[str, ...]:
+    """``"crop+flip"`` -> ``("crop", "flip")``; raises ValueError for unknown parts."""
+    spec = spec.strip().lower()
+    if spec in ALIASES:
+        return ALIASES[spec]
+    parts = tuple(p.strip() for p in spec.split("+") if p.strip())
+    valid = BATCHED + tuple(POLICIES)
+    unknown = [p for p in parts if p not in valid]
+    if unknown or not parts:
+        raise ValueError(f"unknown augmentation {', '.join(unknown) or repr(spec)}; use one of "
+                         f"{', '.join(ALIASES)} or components {', '.join(valid)} joined by '+'")
+    if sum(p in POLICIES for p in parts) > 1:
+        raise ValueError(f"{spec!r} names more than one of {', '.join(POLICIES)}")
+    return parts
+
+
+def _uniform(n: int, low: float, high: float, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, device=like.device, generator=gen) * (high - low) + low
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Reflect-pad by ``pad`` and cut each image at its own random offset."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=gen)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]   # n,1,h,1
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]   # n,1,1,w
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = JITTER) -> torch.Tensor:
+    """Brightness, contrast and saturation, each image its own factors (x in [0, 1])."""
+    n = x.shape[0]
+    lo, hi = 1 - strength, 1 + strength
+    x = x * _uniform(n, lo, hi, x, gen)[:, None, None, None]
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    mean = grey.mean(dim=(2, 3), keepdim=True)
+    x = mean + (x - mean) * _uniform(n, lo, hi, x, gen)[:, None, None, None]
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    x = grey + (x - grey) * _uniform(n, lo, hi, x, gen)[:, None, None, None]
+    return x.clamp(0, 1)
+
+
+def random_erase(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Zero one random rectangle in about half of the images (after normalisation: the mean)."""
+    n, _, h, w = x.shape
+    area = _uniform(n, *ERASE_AREA, x, gen) * h * w
+    ratio = torch.exp(_uniform(n, -1.2, 1.2, x, gen))
+    eh = (area * ratio).sqrt().clamp(1, h).long()
+    ew = (area / ratio).sqrt().clamp(1, w).long()
+    top = (torch.rand(n, device=x.device, generator=gen) * (h - eh + 1)).long()
+    left = (torch.rand(n, device=x.device, generator=gen) * (w - ew + 1)).long()
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    box = ((ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
+           & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None]))
+    apply = torch.rand(n, device=x.device, generator=gen) < ERASE_P
+    return x.masked_fill((box & apply[:, None, None])[:, None], 0.0)
+
+
+class Augment:
+    """Turns a uint8 N×3×H×W batch into a normalised float batch at ``img_size``.
+
+    With ``train=False`` only resizing and normalisation run, so validation, test and
+    prediction see the images as they are.
+    """
+
+    def __init__(self, spec: str, mean: tuple[float, ...], std: tuple[float, ...], img_size: int,
+                 train: bool = True) -> None:
+        self.parts = parse_augment(spec) if train else ()
+        self.img_size = img_size
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        policy = next((p for p in self.parts if p in POLICIES), None)
+        self.policy = POLICIES[policy]() if policy else None
+
+    def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.policy is not None:  # torchvision draws its own ops per image
+            images = torch.stack([self.policy(img) for img in images])
+        x = images.float().div_(255)
+        if "crop" in self.parts:
+            x = random_crop(x, max(1, x.shape[-1] // 8), gen)
+        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
+                              antialias=x.shape[-1] > self.img_size, align_corners=False)
+        if "flip" in self.parts:
+            x = random_flip(x, gen)
+        if "jitter" in self.parts:
+            x = colour_jitter(x, gen)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if "erase" in self.parts:
+            x = random_erase(x, gen)
+        return x

@@ -1,0 +1,122 @@
+"""Turn a config into datasets and loaders: ``build_dataset`` and ``build_loader``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..runtime import default_device, rank_and_world
+from . import cifar, digits
+from .augment import Augment
+from .common import DatasetError
+from .loaders import StreamLoader, TensorLoader
+
+SPLITS = ("train", "val", "test")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # MediumImageNet is drawn from ImageNet
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_ROOTS = {"cifar10": "data/cifar10", "digits": ""}
+
+
+@dataclass
+class ImageSplit:
+    """One split: its labels, class names and normalisation, and uint8 images on demand.
+
+    In-memory datasets hold ``images``; an HDF5 split reads ``get(indices)`` from the file.
+    Labels are -1 where they are hidden (the MediumImageNet test split).
+    """
+
+    name: str
+    split: str
+    labels: torch.Tensor
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    images: torch.Tensor | None = None
+    path: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def get(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 N×3×H×W images and labels at ``indices``."""
+        indices = torch.as_tensor(indices, dtype=torch.long).flatten()
+        if self.images is not None:
+            return self.images[indices], self.labels[indices]
+        import h5py
+        order = torch.argsort(indices)
+        with h5py.File(self.path, "r") as f:
+            rows = f[f"images-{self.split}"][indices[order].tolist()]
+        images = torch.empty((len(indices), *rows.shape[1:]), dtype=torch.uint8)
+        images[order] = torch.from_numpy(rows)
+        return images, self.labels[indices]
+
+
+def data_root(config: Config) -> str:
+    root = config.DATA.ROOT or DEFAULT_ROOTS.get(config.DATA.DATASET, "")
+    if config.DATA.DATASET == "medium_imagenet" and not root:
+        raise DatasetError("DATA.ROOT must name the MediumImageNet HDF5 file (see data_links.md)")
+    return str(Path(root).expanduser()) if root else root
+
+
+@lru_cache(maxsize=8)
+def _cifar(root: str, download: bool, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    folder = cifar.find_folder(root, download)
+    return (*cifar.load_split(folder, "train" if split == "train" else "test"), cifar.class_names(folder))
+
+
+def build_dataset(config: Config, split: str) -> ImageSplit:
+    """The ``split`` (train/val/test) of ``config.DATA.DATASET`` as an :class:`ImageSplit`."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    name, root = config.DATA.DATASET, data_root(config)
+    if name == "digits":
+        images, labels = digits.load_split(split, config.DATA.IMG_SIZE)
+        mean, std = digits.mean_std(config.DATA.IMG_SIZE)
+        return ImageSplit(name, split, labels, digits.CLASS_NAMES, mean, std, images=images)
+    if name == "cifar10":
+        images, labels, names = _cifar(root, config.DATA.DOWNLOAD, split)
+        return ImageSplit(name, split, labels, names, cifar.MEAN, cifar.STD, images=images, path=root)
+    from . import hdf5
+    info = hdf5.inspect_hdf5(root, config.DATA.CLASS_NAMES or None)
+    names = info["class_names"] or hdf5.default_class_names(info["num_classes"])
+    if config.DATA.PRELOAD:
+        images, labels = hdf5.load_split(root, split)
+    else:
+        images, labels = None, hdf5.read_labels(root, split)
+    return ImageSplit(name, split, labels, names, IMAGENET_MEAN, IMAGENET_STD, images=images, path=root, info=info)
+
+
+def build_loader(config: Config, split: str, *, device: torch.device | str | None = None,
+                 shuffle: bool | None = None, augment: bool | None = None,
+                 dataset: ImageSplit | None = None):
+    """Batches of normalised float images and int64 labels on ``device``.
+
+    Training shuffles, augments with ``DATA.AUGMENT`` and drops the last partial batch;
+    ``val``/``test`` keep the split's order and only resize and normalise. Under torchrun
+    each process gets its own shard.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    dataset = dataset or build_dataset(config, split)
+    train = split == "train"
+    shuffle = train if shuffle is None else shuffle
+    augment = train if augment is None else augment
+    aug = Augment(config.DATA.AUGMENT, dataset.mean, dataset.std, config.DATA.IMG_SIZE, train=augment)
+    rank, world = rank_and_world()
+    if dataset.images is not None:
+        loader = TensorLoader(dataset.images, dataset.labels, config.DATA.BATCH_SIZE, aug, shuffle=shuffle,
+                              drop_last=train, seed=config.SEED, device=device, rank=rank, world_size=world)
+    else:
+        from .hdf5 import HDF5Blocks
+        blocks = HDF5Blocks(dataset.path, split, config.DATA.BATCH_SIZE, shuffle=shuffle, seed=config.SEED,
+                            rank=rank, world_size=world, drop_last=train)
+        loader = StreamLoader(blocks, aug, num_workers=config.DATA.NUM_WORKERS, seed=config.SEED, device=device)
+    loader.dataset_info = dataset
+    return loader

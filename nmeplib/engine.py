@@ -1,0 +1,258 @@
+"""The training engine: one loop shared by ``train_one_epoch``, ``validate`` and ``evaluate``.
+
+``fit(config)`` builds data, model, optimizer and schedule from the config, runs the
+epochs, writes ``metrics.jsonl`` and checkpoints into ``OUTPUT`` and returns the history.
+It runs on CUDA when there is a GPU (bf16 autocast, channels_last, fused optimizer) and on
+the CPU otherwise; nothing here names a device.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError
+from .data import build_loader
+from .models import build_model_from_config
+from .models.summary import input_size_error
+from .optim import Schedule, build_optimizer
+from .runtime import default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything, synchronize
+from .tracking import Tracker
+
+LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def progress(iterable: Iterable, desc: str, total: int | None = None):
+    """A tqdm bar in a terminal or JupyterLab (a widget); none in logs, where the per-epoch line
+    says enough, so papermill and CI output stay readable. ``NMEPLIB_PROGRESS=0`` hides it."""
+    from tqdm.auto import tqdm
+
+    interactive = "ipykernel" in sys.modules or sys.stderr.isatty()
+    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _all_reduce(*values: torch.Tensor) -> list[torch.Tensor]:
+    if dist.is_available() and dist.is_initialized():
+        for v in values:
+            dist.all_reduce(v)
+    return list(values)
+
+
+def _gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor in rank order (each rank holds a contiguous shard)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
+
+
+def run_epoch(model: nn.Module, loader, device: torch.device, *, optimizer: torch.optim.Optimizer | None = None,
+              schedule: Schedule | None = None, label_smoothing: float = 0.0, desc: str = "",
+              keep_predictions: bool = False) -> dict:
+    """One pass over ``loader``: trains when given an optimizer, else only measures.
+
+    Returns ``loss`` (mean over labelled images), ``acc`` (percent), ``count``, ``time_s``,
+    ``img_per_s`` and, with ``keep_predictions``, ``predictions`` and ``labels`` in loader
+    order. Labels of -1 (hidden) count in neither loss nor accuracy.
+    """
+    training = optimizer is not None
+    model.train(training)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    labelled = torch.zeros((), device=device, dtype=torch.long)
+    seen, predictions, labels = 0, [], []
+    synchronize(device)
+    start = time.perf_counter()
+    bar = progress(loader, desc, total=len(loader))
+    with torch.set_grad_enabled(training):
+        for step, (x, y) in enumerate(bar):
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=-1, label_smoothing=label_smoothing,
+                                   reduction="sum")
+            n_labelled = (y >= 0).sum()
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                (loss / n_labelled.clamp(min=1)).backward()
+                optimizer.step()
+                if schedule is not None:
+                    schedule.step_batch()
+            pred = logits.argmax(1)
+            loss_sum += loss.detach()
+            correct += ((pred == y) & (y >= 0)).sum()
+            labelled += n_labelled
+            seen += len(y)
+            if keep_predictions:
+                predictions.append(pred)
+                labels.append(y)
+            if step % LOG_EVERY == 0:  # the only host syncs in the loop
+                mean_loss = (loss_sum / labelled.clamp(min=1)).item()
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(f"loss is {mean_loss} at step {step} ({desc}); lower TRAIN.LR")
+                bar.set_postfix(loss=f"{mean_loss:.3f}")
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    loss_sum, correct, labelled = _all_reduce(loss_sum, correct, labelled)
+    count = int(labelled)
+    result = {"loss": (loss_sum / max(count, 1)).item() if count else float("nan"),
+              "acc": 100.0 * int(correct) / count if count else float("nan"),
+              "count": count, "time_s": elapsed, "img_per_s": seen * rank_and_world()[1] / max(elapsed, 1e-9)}
+    if training and not math.isfinite(result["loss"]):
+        raise TrainingDiverged(f"loss is {result['loss']} ({desc}); lower TRAIN.LR")
+    if keep_predictions:
+        result["predictions"] = _gather(torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long))
+        result["labels"] = _gather(torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
+    return result
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device, *,
+                    schedule: Schedule | None = None, label_smoothing: float = 0.0, epoch: int = 0) -> dict:
+    """Train for one epoch; returns loss, accuracy and throughput of the epoch."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    return run_epoch(model, loader, device, optimizer=optimizer, schedule=schedule,
+                     label_smoothing=label_smoothing, desc=f"train {epoch}")
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader, device: torch.device, *, label_smoothing: float = 0.0) -> dict:
+    """Loss and accuracy on a labelled split (the whole split under torchrun)."""
+    return run_epoch(model, loader, device, label_smoothing=label_smoothing, desc="validate")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device) -> dict:
+    """Predictions for every image of a split in its order, plus loss/accuracy where labelled."""
+    return run_epoch(model, loader, device, desc="evaluate", keep_predictions=True)
+
+
+def prepare_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
+    """The config's model on ``device``, checked against ``DATA.IMG_SIZE``."""
+    model = build_model_from_config(config, num_classes)
+    problem = input_size_error(model, config.DATA.IMG_SIZE)
+    if problem:
+        raise ConfigError(f"DATA.IMG_SIZE={config.DATA.IMG_SIZE} does not suit MODEL.NAME={config.MODEL.NAME}: "
+                          f"{problem}")
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def num_classes_for(config: Config, dataset) -> int:
+    """``MODEL.NUM_CLASSES`` if set (checked against the labels), else the dataset's."""
+    labels_max = int(dataset.labels.max()) if len(dataset.labels) else -1
+    wanted = config.MODEL.NUM_CLASSES
+    if wanted is None:
+        return max(dataset.num_classes, labels_max + 1)
+    if labels_max >= wanted:
+        raise ConfigError(f"MODEL.NUM_CLASSES={wanted} but the {config.DATA.DATASET} labels go up to {labels_max}")
+    return wanted
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[dict], None]] = (),
+        device: torch.device | str | None = None) -> list[dict]:
+    """Train ``config`` for ``TRAIN.EPOCHS`` epochs; returns one metrics dict per epoch.
+
+    ``resume`` continues the run in ``OUTPUT`` from ``checkpoint_last.pt``. ``callbacks``
+    are called with each epoch's metrics (a live plot, say).
+    """
+    device = torch.device(device) if device is not None else default_device()
+    rank, world = rank_and_world()
+    out = Path(config.OUTPUT)
+    seed_everything(config.SEED)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    train_loader = build_loader(config, "train", device=device)
+    val_loader = build_loader(config, "val", device=device)
+    if len(train_loader) == 0:
+        raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the "
+                          f"{train_loader.num_samples} training images of this process")
+    num_classes = num_classes_for(config, train_loader.dataset_info)
+    model = raw_model = prepare_model(config, num_classes, device)
+    optimizer = build_optimizer(config, raw_model)
+    schedule = Schedule(config, optimizer, len(train_loader))
+    history, start_epoch, best_acc = [], 1, -1.0
+    if resume:
+        state = ckpt.load_checkpoint(out / ckpt.LAST, map_location=device)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history, best_acc = state["history"], state["best_acc"]
+        start_epoch = state["epoch"] + 1
+        ckpt.set_rng_state(state["rng"])
+    if config.TRAIN.COMPILE:
+        model = torch.compile(model)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    smoothing = config.TRAIN.LABEL_SMOOTHING
+    with Tracker(config, out, resume_rows=history, enabled=rank == 0) as tracker:
+        for epoch in range(start_epoch, config.TRAIN.EPOCHS + 1):
+            lr = schedule.lr
+            reset_peak_memory(device)
+            train = train_one_epoch(model, train_loader, optimizer, device, schedule=schedule,
+                                    label_smoothing=smoothing, epoch=epoch)
+            val = validate(model, val_loader, device, label_smoothing=smoothing)
+            schedule.step_epoch(val["loss"])
+            row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+                   "val_loss": val["loss"], "val_acc": val["acc"], "train_time_s": train["time_s"],
+                   "val_time_s": val["time_s"], "train_img_per_s": train["img_per_s"],
+                   "peak_mem_mb": peak_memory_mb(device)}
+            history.append(row)
+            is_best = val["acc"] > best_acc
+            best_acc = max(best_acc, val["acc"])
+            if rank == 0:
+                state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "schedule": schedule.state_dict(), "epoch": epoch, "best_acc": best_acc,
+                         "history": history, "rng": ckpt.rng_state(), "config": config.to_dict(),
+                         "class_names": list(train_loader.dataset_info.class_names), "num_classes": num_classes}
+                ckpt.save_checkpoint(state, out / ckpt.LAST)
+                if is_best:
+                    ckpt.save_checkpoint(state, out / ckpt.BEST)
+                tracker.log_epoch(row)
+                for callback in callbacks:
+                    callback(row)
+                print(f"epoch {epoch}/{config.TRAIN.EPOCHS}  lr {lr:.2e}  train loss {row['train_loss']:.4f} "
+                      f"acc {row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%  "
+                      f"{row['train_img_per_s']:.0f} img/s", flush=True)
+        if rank == 0 and history:
+            best = max(history, key=lambda r: r["val_acc"])
+            summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+                       "final_val_acc": history[-1]["val_acc"], "epochs": len(history),
+                       "train_time_s": sum(r["train_time_s"] for r in history), "num_classes": num_classes,
+                       "config": config.to_dict()}
+            _write_json(out / "summary.json", summary)
+            tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
+    return history
