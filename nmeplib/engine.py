@@ -37,12 +37,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill), False in a terminal or pytest."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress(iterable: Iterable, desc: str, total: int | None = None):
     """A tqdm bar in a terminal or JupyterLab (a widget); none in logs, where the per-epoch line
     says enough, so papermill and CI output stay readable. ``NMEPLIB_PROGRESS=0`` hides it."""
     from tqdm.auto import tqdm
 
-    interactive = "ipykernel" in sys.modules or sys.stderr.isatty()
+    interactive = in_notebook() or sys.stderr.isatty()
     quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True)
 

@@ -51,12 +51,10 @@ class ImageSplit:
         if self.images is not None:
             return self.images[indices], self.labels[indices]
         import h5py
-        order = torch.argsort(indices)
+        unique, inverse = torch.unique(indices, return_inverse=True)  # h5py wants increasing indices
         with h5py.File(self.path, "r") as f:
-            rows = f[f"images-{self.split}"][indices[order].tolist()]
-        images = torch.empty((len(indices), *rows.shape[1:]), dtype=torch.uint8)
-        images[order] = torch.from_numpy(rows)
-        return images, self.labels[indices]
+            rows = torch.from_numpy(f[f"images-{self.split}"][unique.tolist()])
+        return rows[inverse], self.labels[indices]
 
 
 def data_root(config: Config) -> str:

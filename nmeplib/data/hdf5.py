@@ -1,0 +1,413 @@
+"""MediumImageNet-style HDF5 files: checking, writing and streaming them.
+
+A file holds ``images-{train,val,test}`` (uint8, N x 3 x H x W, H == W) and
+``labels-{train,val}`` (integers). The test split has no labels; it reports -1.
+Training reads such files in contiguous, chunk-aligned blocks because random
+single-image reads from HDF5 are slow; shuffling happens across blocks and
+inside an in-memory buffer of blocks instead.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+from tqdm.auto import tqdm
+
+from .common import DatasetError
+
+SPLITS = ("train", "val", "test")
+LABELED = ("train", "val")
+CLASS_NAMES_FILE = "class_names.txt"
+_LABEL_CHUNK = 65536
+_READ_BYTES = 64 * 2**20  # size of one read when loading a whole split
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def images_key(split: str) -> str:
+    return f"images-{split}"
+
+
+def labels_key(split: str) -> str:
+    return f"labels-{split}"
+
+
+def default_class_names(n: int) -> list[str]:
+    """Names for files that carry none: ``class_0``, ``class_1``, ..."""
+    return [f"class_{i}" for i in range(n)]
+
+
+def _open(path: str | os.PathLike, **kwargs) -> h5py.File:
+    """Open read-only, turning a missing or non-HDF5 file into a DatasetError."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file; data_links.md says where to download the dataset")
+    if not path.is_file() or not h5py.is_hdf5(path):
+        raise DatasetError(f"{path}: not an HDF5 file")
+    return h5py.File(path, "r", **kwargs)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+def _schema(f: h5py.File, path: str | os.PathLike) -> tuple[int, dict[str, int]]:
+    """Check the datasets' presence, types and shapes; return (img_size, samples per split)."""
+    wanted = [images_key(s) for s in SPLITS] + [labels_key(s) for s in LABELED]
+    missing = [k for k in wanted if not isinstance(f.get(k), h5py.Dataset)]
+    if missing:
+        raise DatasetError(f"{path}: missing dataset(s) {', '.join(missing)}; "
+                           f"expected {', '.join(wanted)}")
+    img_size, counts = None, {}
+    for split in SPLITS:
+        ds = f[images_key(split)]
+        n, *rest = ds.shape or (0,)
+        if ds.dtype != np.uint8 or len(ds.shape) != 4 or rest[0] != 3 or rest[1] != rest[2]:
+            raise DatasetError(f"{path}: {ds.name[1:]} must be uint8 N x 3 x H x W with H == W, "
+                               f"found {ds.dtype} with shape {ds.shape}")
+        if img_size not in (None, rest[1]):
+            raise DatasetError(f"{path}: {ds.name[1:]} holds {rest[1]} px images, "
+                               f"other splits {img_size} px")
+        img_size, counts[split] = rest[1], n
+    for split in LABELED:
+        ds = f[labels_key(split)]
+        if ds.dtype.kind not in "iu":
+            raise DatasetError(f"{path}: {ds.name[1:]} must hold integers, found {ds.dtype}")
+        if ds.shape != (counts[split],):
+            raise DatasetError(f"{path}: {ds.name[1:]} has shape {ds.shape} but "
+                               f"{images_key(split)} holds {counts[split]} images")
+    return img_size, counts
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()]
+
+
+def _names_from_text(path: str | os.PathLike, explicit: str | os.PathLike | None):
+    """(names, source) from an explicit file or class_names.txt beside `path`; None if neither."""
+    if explicit is not None and not Path(explicit).is_file():
+        raise DatasetError(f"{explicit}: class-names file not found")
+    source = Path(explicit) if explicit is not None else Path(path).with_name(CLASS_NAMES_FILE)
+    if not source.is_file():
+        return None
+    names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"{source}: class-names file is empty")
+    return names, str(source)
+
+
+def _names_from_file(f: h5py.File):
+    """(names, source) from a root attribute or dataset ``class_names``; None if neither."""
+    if "class_names" in f.attrs:
+        return _decode(f.attrs["class_names"]), f"{f.filename} attribute class_names"
+    if isinstance(f.get("class_names"), h5py.Dataset):
+        return _decode(f["class_names"][()]), f"{f.filename} dataset class_names"
+    return None
+
+
+def read_class_names(path: str | os.PathLike,
+                     explicit: str | os.PathLike | None = None) -> list[str] | None:
+    """Class names in index order: `explicit` file, class_names.txt beside `path`,
+    the file's ``class_names`` attribute or dataset, else None (see default_class_names)."""
+    found = _names_from_text(path, explicit)
+    if found is None:
+        with _open(path) as f:
+            found = _names_from_file(f)
+    return found[0] if found else None
+
+
+def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None = None) -> dict:
+    """Validate a file's schema and labels and describe it.
+
+    Returns ``{"path", "img_size", "num_samples": {split: N}, "num_classes", "class_names"}``.
+    Without class names, num_classes is one more than the largest train/val label and
+    the names are ``class_<i>``. Raises DatasetError naming the file and the problem.
+    """
+    with _open(path) as f:
+        img_size, counts = _schema(f, path)
+        found = _names_from_text(path, class_names) or _names_from_file(f)
+        top = -1
+        for split in LABELED:
+            labels = f[labels_key(split)][()]
+            if labels.size and labels.min() < 0:
+                raise DatasetError(f"{path}: {labels_key(split)} has negative label {labels.min()}")
+            top = max(top, int(labels.max()) if labels.size else -1)
+            if found and top >= len(found[0]):
+                raise DatasetError(f"{path}: {labels_key(split)} has label {top} but there are "
+                                   f"only {len(found[0])} class names (from {found[1]})")
+    names = found[0] if found else default_class_names(top + 1)
+    return {"path": str(path), "img_size": img_size, "num_samples": counts,
+            "num_classes": len(names), "class_names": names}
+
+
+class HDF5Writer:
+    """Build a file split by split, a batch at a time, so folders larger than memory fit.
+
+    The file is written under a temporary name in the target folder and moved into
+    place only when the writer closes without error, so readers never see half a file.
+    Splits never appended to are stored empty.
+    """
+
+    def __init__(self, path: str | os.PathLike, img_size: int,
+                 class_names: list[str] | None = None, chunk: int = 256) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp, self.img_size, self.chunk = Path(tmp), img_size, chunk
+        self._file = h5py.File(self._tmp, "w")
+        shape = (3, img_size, img_size)
+        for split in SPLITS:
+            self._file.create_dataset(images_key(split), (0, *shape), np.uint8,
+                                      maxshape=(None, *shape), chunks=(chunk, *shape))
+        for split in LABELED:
+            self._file.create_dataset(labels_key(split), (0,), np.int64,
+                                      maxshape=(None,), chunks=(_LABEL_CHUNK,))
+        if class_names is not None:
+            self._file.attrs["class_names"] = np.array(class_names, dtype=h5py.string_dtype())
+
+    def append(self, split: str, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Add images (uint8 N x 3 x S x S) and, for train/val, their N integer labels."""
+        _check_split(split)
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != (3, self.img_size, self.img_size):
+            raise ValueError(f"{split}: expected uint8 N x 3 x {self.img_size} x {self.img_size} "
+                             f"images, got {images.dtype} {images.shape}")
+        if (labels is None) != (split == "test"):
+            raise ValueError(f"{split}: " + ("test has no labels" if labels is not None
+                                             else "labels are required"))
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+                raise ValueError(f"{split}: expected {len(images)} integer labels, "
+                                 f"got {labels.dtype} {labels.shape}")
+            self._extend(labels_key(split), labels)
+        self._extend(images_key(split), images)
+
+    def _extend(self, key: str, values: np.ndarray) -> None:
+        ds = self._file[key]
+        n = len(ds)
+        ds.resize(n + len(values), axis=0)
+        ds[n:] = values
+
+    def close(self, commit: bool = True) -> None:
+        """Finish the file (commit) or throw it away."""
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        if commit:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "HDF5Writer":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(commit=exc_type is None)
+
+
+def write_hdf5(path: str | os.PathLike,
+               splits: dict[str, tuple[np.ndarray, np.ndarray | None]],
+               class_names: list[str] | None = None, chunk: int = 256) -> Path:
+    """Write in-memory splits ``{split: (images, labels or None)}`` as one file."""
+    if not splits:
+        raise ValueError("write_hdf5 needs at least one split")
+    img_size = np.asarray(next(iter(splits.values()))[0]).shape[-1]
+    with HDF5Writer(path, img_size, class_names, chunk) as writer:
+        for split, (images, labels) in splits.items():
+            writer.append(split, images, labels)
+    return Path(path)
+
+
+def _labels_or_missing(f: h5py.File, split: str, a: int, b: int) -> np.ndarray:
+    if split == "test":
+        return np.full(b - a, -1, np.int64)
+    return f[labels_key(split)][a:b].astype(np.int64)
+
+
+def read_labels(path: str | os.PathLike, split: str) -> torch.Tensor:
+    """A split's int64 labels (-1 for test) without reading its images."""
+    _check_split(split)
+    with _open(path) as f:
+        _schema(f, path)
+        return torch.from_numpy(_labels_or_missing(f, split, 0, len(f[images_key(split)])))
+
+
+def load_split(path: str | os.PathLike, split: str,
+               progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a whole split into memory: (uint8 N x 3 x H x W, int64 labels, -1 for test)."""
+    _check_split(split)
+    with _open(path) as f:
+        _schema(f, path)
+        ds = f[images_key(split)]
+        images = np.empty(ds.shape, np.uint8)
+        step = max(1, _READ_BYTES // max(1, images[:1].nbytes))
+        if ds.chunks:
+            step = math.ceil(step / ds.chunks[0]) * ds.chunks[0]
+        with tqdm(total=len(ds), desc=f"loading {split}", unit="img", disable=not progress) as bar:
+            for a in range(0, len(ds), step):
+                b = min(a + step, len(ds))
+                ds.read_direct(images, np.s_[a:b], np.s_[a:b])
+                bar.update(b - a)
+        labels = _labels_or_missing(f, split, 0, len(ds))
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+class HDF5Blocks(IterableDataset):
+    """Batches of one split, read as contiguous slices; use with ``DataLoader(batch_size=None)``.
+
+    Yields ``(images uint8 [B,3,H,W], labels int64 [B], index int64 [B])``, where index
+    is the position in the split and labels are -1 for test.
+
+    shuffle=True: each epoch the chunk-aligned blocks are permuted (seeded by seed and
+    epoch), each rank takes an equal share of the permuted stream (wrapping around to
+    pad unless drop_last) and each worker a run of whole batches of it; images are
+    shuffled inside a buffer of `buffer_blocks` blocks. Every rank yields len(self)
+    batches whatever the number of workers, so distributed ranks stay in step.
+
+    shuffle=False: file order. Rank r reads a contiguous shard (sizes differ by at most
+    one, nothing repeated) and worker w of W yields batches w, w+W, ..., which an
+    in-order DataLoader returns in file order.
+
+    The file is opened on first iteration in each process, never in __init__, so the
+    dataset pickles into worker processes without an HDF5 handle. Call set_epoch before
+    each epoch; persistent workers keep the epoch they were started with.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str, batch_size: int, *, shuffle: bool,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 block_size: int | None = None, buffer_blocks: int = 8, cache_mb: int = 64) -> None:
+        _check_split(split)
+        if batch_size < 1 or buffer_blocks < 1 or (block_size is not None and block_size < 1):
+            raise ValueError("batch_size, block_size and buffer_blocks must be positive")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        with _open(path) as f:
+            self.img_size, counts = _schema(f, path)
+            chunks = f[images_key(split)].chunks
+        if block_size is None:
+            block_size = math.ceil(batch_size / chunks[0]) * chunks[0] if chunks else batch_size
+        self.path, self.split, self.batch_size, self.shuffle = str(path), split, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        self.block_size, self.buffer_blocks, self.cache_mb = block_size, buffer_blocks, cache_mb
+        self.num_samples = counts[split]
+        self.epoch = 0
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def _per_rank(self) -> int:
+        """Samples each rank reads per epoch (shuffle=True)."""
+        n, ws = self.num_samples, self.world_size
+        return n // ws if self.drop_last else math.ceil(n / ws)
+
+    def _shard(self) -> tuple[int, int]:
+        """This rank's contiguous range of the split (shuffle=False)."""
+        n, ws, r = self.num_samples, self.world_size, self.rank
+        return r * n // ws, (r + 1) * n // ws
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            m = self._per_rank()
+        else:
+            lo, hi = self._shard()
+            m = hi - lo
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+    def _handle(self) -> h5py.File:
+        """This process's file handle; a handle inherited through fork is not reused."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = _open(self.path, rdcc_nbytes=self.cache_mb * 2**20, rdcc_nslots=10007)
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        """Close this process's handle, if open."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = self._pid = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        f = self._handle()
+        if self.shuffle:
+            return self._shuffled(f, worker, workers)
+        return self._in_order(f, worker, workers)
+
+    def _read(self, f: h5py.File, a: int, b: int) -> Batch:
+        images = f[images_key(self.split)][a:b]
+        return (torch.from_numpy(images), torch.from_numpy(_labels_or_missing(f, self.split, a, b)),
+                torch.arange(a, b, dtype=torch.int64))
+
+    def _in_order(self, f: h5py.File, worker: int, workers: int) -> Iterator[Batch]:
+        lo, hi = self._shard()
+        starts = range(lo, hi, self.batch_size)[: len(self)]
+        for a in starts[worker::workers]:
+            yield self._read(f, a, min(a + self.batch_size, hi))
+
+    def _ranges(self, worker: int, workers: int) -> Iterator[tuple[int, int]]:
+        """File slices this worker reads this epoch, in the order it reads them."""
+        n, size, bs = self.num_samples, self.block_size, self.batch_size
+        starts = np.arange(0, n, size)
+        starts = starts[np.random.default_rng([self.seed, self.epoch]).permutation(len(starts))]
+        lengths = np.minimum(starts + size, n) - starts
+        ends = np.cumsum(lengths)  # positions in the permuted stream where each block ends
+        m, batches = self._per_rank(), len(self)
+        p = self.rank * m + worker * batches // workers * bs
+        stop = self.rank * m + min((worker + 1) * batches // workers * bs, m)
+        while p < stop:  # positions past n wrap around: padding for equal ranks
+            k = int(np.searchsorted(ends, p % n, side="right"))
+            offset = p % n - (ends[k] - lengths[k])
+            take = int(min(lengths[k] - offset, stop - p))
+            yield int(starts[k] + offset), int(starts[k] + offset + take)
+            p += take
+
+    def _shuffled(self, f: h5py.File, worker: int, workers: int) -> Iterator[Batch]:
+        images = f[images_key(self.split)]
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, self.world_size,
+                                     worker, workers])
+        bs = self.batch_size
+        capacity = max(self.buffer_blocks * self.block_size, bs)  # drains leave < bs behind
+        buf = np.empty((capacity + self.block_size, *images.shape[1:]), np.uint8)
+        labels = np.empty(len(buf), np.int64)
+        index = np.empty(len(buf), np.int64)
+        fill = 0
+
+        def drain(final: bool) -> Iterator[Batch]:
+            nonlocal fill
+            order = rng.permutation(fill)
+            emit = fill if final else fill // bs * bs
+            for i in range(0, emit, bs):
+                sel = order[i:i + bs]
+                yield (torch.from_numpy(buf[sel]), torch.from_numpy(labels[sel]),
+                       torch.from_numpy(index[sel]))
+            rest = order[emit:]
+            buf[:len(rest)], labels[:len(rest)], index[:len(rest)] = buf[rest], labels[rest], index[rest]
+            fill = len(rest)
+
+        for a, b in self._ranges(worker, workers):
+            end = fill + b - a
+            images.read_direct(buf, np.s_[a:b], np.s_[fill:end])
+            labels[fill:end] = _labels_or_missing(f, self.split, a, b)
+            index[fill:end] = np.arange(a, b)
+            fill = end
+            if fill >= capacity:
+                yield from drain(final=False)
+        yield from drain(final=True)

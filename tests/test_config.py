@@ -1,0 +1,98 @@
+import pytest
+import yaml
+
+from nmeplib.config import CONFIG_DIR, VALID_KEYS, ConfigError, from_dict, load_config
+
+
+def test_defaults_and_shipped_configs_load():
+    assert load_config().TRAIN.OPTIMIZER == "adamw"
+    for path in CONFIG_DIR.glob("*.yaml"):
+        config = load_config(path.stem)
+        assert config.MODEL.NAME in ("lenet", "alexnet", "resnet18")
+    assert load_config("alexnet_base").DATA.IMG_SIZE == 70
+
+
+def test_base_inheritance_and_override_order(tmp_path):
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump({"TRAIN": {"LR": 0.5, "EPOCHS": 7}, "SEED": 3}))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"BASE": ["parent.yaml"], "TRAIN": {"LR": 0.25}}))
+    config = load_config(tmp_path / "child.yaml", ["SEED=9", "DATA.AUGMENT=crop+flip"])
+    assert (config.TRAIN.LR, config.TRAIN.EPOCHS, config.SEED) == (0.25, 7, 9)
+    assert config.DATA.AUGMENT == "crop+flip"
+    shipped = load_config("resnet18_medium_imagenet")
+    assert shipped.MODEL.NAME == "resnet18" and shipped.DATA.DATASET == "medium_imagenet"
+
+
+def test_override_values_are_typed():
+    config = load_config(None, ["TRAIN.LR=1e-3", "DATA.BATCH_SIZE=64", "MODEL.NUM_CLASSES=none",
+                                "TRAIN.COMPILE=true", "MODEL.DROPOUT=0.2"])
+    assert config.TRAIN.LR == 1e-3 and isinstance(config.TRAIN.LR, float)
+    assert config.DATA.BATCH_SIZE == 64 and config.MODEL.NUM_CLASSES is None
+    assert config.TRAIN.COMPILE is True and config.MODEL.DROPOUT == 0.2
+    assert load_config(None, {"TRAIN.LR": 3}).TRAIN.LR == 3.0
+
+
+def test_unknown_key_names_closest():
+    with pytest.raises(ConfigError, match=r"TRAIN\.LRR.*TRAIN\.LR"):
+        load_config(None, ["TRAIN.LRR=0.1"])
+
+
+def test_unknown_key_in_file_names_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("DATA:\n  BATCHSIZE: 4\n")
+    with pytest.raises(ConfigError, match=r"DATA\.BATCHSIZE.*bad\.yaml.*DATA\.BATCH_SIZE"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("DATA.BATCH_SIZE=abc", r"DATA\.BATCH_SIZE must be int"),
+    ("DATA.BATCH_SIZE=0", r"DATA\.BATCH_SIZE must be positive"),
+    ("TRAIN.LR=-1", r"TRAIN\.LR must not be negative"),
+    ("TRAIN.OPTIMIZER=adagrad", r"TRAIN\.OPTIMIZER must be one of 'adamw', 'adam', 'sgd', 'rmsprop'"),
+    ("TRAIN.SCHEDULER=linear", r"TRAIN\.SCHEDULER must be one of"),
+    ("DATA.DATASET=mnist", r"DATA\.DATASET must be one of 'cifar10', 'medium_imagenet', 'digits'"),
+    ("MODEL.DROPOUT=1.5", r"MODEL\.DROPOUT must be in \[0, 1\)"),
+    ("DATA.AUGMENT=crop+sparkle", r"DATA\.AUGMENT: unknown augmentation sparkle"),
+    ("TRAIN.WARMUP_EPOCHS=20", r"TRAIN\.WARMUP_EPOCHS \(20\) must be less than TRAIN\.EPOCHS"),
+    ("TRAIN.COMPILE=maybe", r"TRAIN\.COMPILE must be bool"),
+    ("TRAIN.LR", r"must look like KEY=VALUE"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_config_lists_shipped():
+    with pytest.raises(ConfigError, match=r"not found.*lenet_base"):
+        load_config("no_such_config")
+
+
+def test_bad_yaml_and_base_cycle(tmp_path):
+    (tmp_path / "broken.yaml").write_text("DATA: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+    (tmp_path / "a.yaml").write_text("BASE: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("BASE: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_round_trip_through_plain_data():
+    config = load_config("alexnet_base", ["TRAIN.LR=0.01"])
+    plain = config.to_dict()
+    assert type(plain["TRAIN"]) is dict
+    again = from_dict(plain, ["SEED=5"])
+    assert again.TRAIN.LR == 0.01 and again.SEED == 5 and again.DATA.IMG_SIZE == 70
+    assert set(config.flat()) == set(VALID_KEYS)
+
+
+def test_every_key_is_read_by_the_code():
+    """No dead keys: each leaf key name appears in the package source outside config.py."""
+    import re
+    from pathlib import Path
+
+    import nmeplib
+    root = Path(nmeplib.__file__).parent
+    source = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "config.py")
+    for key in VALID_KEYS:
+        leaf = key.rpartition(".")[2]
+        assert re.search(rf"\.{leaf}\b|\[\"{leaf}\"\]", source), f"{key} is never read"

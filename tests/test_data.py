@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from nmeplib.config import load_config
+from nmeplib.data import DatasetError, build_dataset, build_loader
+from nmeplib.data.augment import Augment, parse_augment, random_crop
+from nmeplib.runtime import generator
+
+from helpers import CIFAR_CLASSES, write_cifar
+
+
+def cifar_config(root, *overrides):
+    return load_config("lenet_base", [f"DATA.ROOT={root}", "DATA.DOWNLOAD=false", "DATA.BATCH_SIZE=16", *overrides])
+
+
+def test_cifar_reader_official_layout(tmp_path):
+    write_cifar(tmp_path, per_batch=20)
+    train = build_dataset(cifar_config(tmp_path), "train")
+    val = build_dataset(cifar_config(tmp_path / "cifar-10-batches-py"), "val")  # the folder itself works too
+    assert train.images.shape == (100, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert len(val) == 20 and val.class_names == CIFAR_CLASSES
+    assert train.labels.dtype == torch.int64 and int(train.labels.max()) < 10
+
+
+def test_cifar_missing_without_download_names_path(tmp_path):
+    with pytest.raises(DatasetError, match=rf"{tmp_path}.*data_links\.md"):
+        build_dataset(cifar_config(tmp_path / "nowhere"), "train")
+
+
+def test_cifar_download_failure_names_path(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as utils
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'c'}.*download failed.*data_links\.md"):
+        build_dataset(cifar_config(tmp_path / "c", "DATA.DOWNLOAD=true"), "train")
+
+
+def test_cifar_corrupt_batch(tmp_path):
+    folder = write_cifar(tmp_path)
+    (folder / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetError, match="data_batch_3"):
+        build_dataset(cifar_config(tmp_path / "x", f"DATA.ROOT={tmp_path}"), "train")
+
+
+def test_digits_splits_are_fixed_and_disjoint():
+    config = load_config(None, ["DATA.DATASET=digits", "SEED=3"])
+    splits = {s: build_dataset(config, s) for s in ("train", "val", "test")}
+    assert [len(s) for s in splits.values()] == [1257, 269, 271]
+    assert splits["train"].images.shape[1:] == (3, 32, 32)
+    again = build_dataset(load_config(None, ["DATA.DATASET=digits", "SEED=7"]), "val")
+    assert torch.equal(again.images, splits["val"].images)
+    flat = {s: {tuple(x.flatten().tolist()) for x in d.images[:50]} for s, d in splits.items()}
+    assert not flat["train"] & flat["val"]
+
+
+def test_loader_yields_normalised_batches_in_order():
+    config = load_config(None, ["DATA.DATASET=digits", "DATA.BATCH_SIZE=100"])
+    loader = build_loader(config, "val", device="cpu")
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and x.shape == (100, 3, 32, 32) and y.dtype == torch.int64
+    assert abs(float(x.mean())) < 0.2 and 0.7 < float(x.std()) < 1.3
+    labels = torch.cat([b[1] for b in batches])
+    assert torch.equal(labels, loader.dataset_info.labels)
+
+
+def test_train_loader_shuffles_per_epoch_deterministically():
+    config = load_config(None, ["DATA.DATASET=digits", "DATA.BATCH_SIZE=64", "DATA.AUGMENT=standard"])
+    loader = build_loader(config, "train", device="cpu")
+    assert len(loader) == 1257 // 64  # drop_last
+    first = [y for _, y in loader]
+    again = [y for _, y in loader]
+    loader.set_epoch(1)
+    other = [y for _, y in loader]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_augment_names():
+    assert parse_augment("none") == ()
+    assert parse_augment("course") == ("jitter", "flip")
+    assert parse_augment("crop+flip+erase") == ("crop", "flip", "erase")
+    with pytest.raises(ValueError, match="more than one"):
+        parse_augment("autoaugment+randaugment")
+
+
+@pytest.mark.parametrize("spec", ["none", "course", "standard", "crop+flip+erase", "autoaugment",
+                                  "randaugment", "trivialaugment+flip"])
+def test_augment_schemes_shapes_and_randomness(spec):
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    aug = Augment(spec, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), img_size=48)
+    out = aug(images, generator(torch.device("cpu"), 0))
+    assert out.shape == (16, 3, 48, 48) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    plain = Augment("none", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), img_size=48)(images)
+    assert torch.equal(out, plain) == (spec == "none")
+
+
+def test_eval_augment_ignores_scheme():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    a = Augment("crop+flip+jitter", (0.5,) * 3, (0.5,) * 3, 32, train=False)(images)
+    assert torch.allclose(a, (images.float() / 255 - 0.5) / 0.5)
+
+
+def test_random_crop_is_a_shifted_window():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    out = random_crop(x, 2, generator(torch.device("cpu"), 1))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(2):
+        windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)

@@ -1,0 +1,284 @@
+"""HDF5 datasets: schema checks, class names, block streaming and building from folders."""
+from __future__ import annotations
+
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from nmeplib.data.common import DatasetError
+from nmeplib.data.hdf5 import (SPLITS, HDF5Blocks, default_class_names, inspect_hdf5,
+                               load_split, read_class_names, read_labels, write_hdf5)
+from nmeplib.data.make_hdf5 import build_from_folder, main
+
+SIZES = {"train": 37, "val": 13, "test": 11}
+
+
+def make_splits(num_classes: int = 5, size: int = 8, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {split: (rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8),
+                    None if split == "test" else rng.integers(0, num_classes, n))
+            for split, n in SIZES.items()}
+
+
+@pytest.fixture
+def h5(tmp_path):
+    """A file with 5 classes (label 4 guaranteed), chunks of 4 images, and its arrays."""
+    splits = make_splits()
+    splits["train"][1][0] = 4
+    path = write_hdf5(tmp_path / "data.h5", splits, chunk=4)
+    return path, splits
+
+
+def collect(batches) -> tuple[np.ndarray, list[int]]:
+    """Concatenated indices and batch sizes of an iterable of batches."""
+    batches = list(batches)
+    index = torch.cat([b[2] for b in batches]) if batches else torch.empty(0, dtype=torch.int64)
+    return index.numpy(), [len(b[2]) for b in batches]
+
+
+# --- schema and class names -------------------------------------------------------------
+
+
+def test_inspect_and_load_all_splits(h5):
+    path, splits = h5
+    info = inspect_hdf5(path)
+    assert info["img_size"] == 8 and info["num_samples"] == SIZES
+    assert info["num_classes"] == 5 and info["class_names"] == default_class_names(5)
+    for split in SPLITS:
+        images, labels = load_split(path, split, progress=False)
+        assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+        assert np.array_equal(images.numpy(), splits[split][0])
+        expected = splits[split][1] if split != "test" else np.full(SIZES["test"], -1)
+        assert np.array_equal(labels.numpy(), expected)
+        assert torch.equal(read_labels(path, split), labels)
+    with h5py.File(path) as f:
+        assert f["images-train"].chunks == (4, 3, 8, 8)
+
+
+def test_class_name_resolution_order(tmp_path):
+    path = write_hdf5(tmp_path / "d.h5", make_splits(), class_names=list("abcde"))
+    assert read_class_names(path) == list("abcde")                       # root attribute
+    (tmp_path / "class_names.txt").write_text("c0\nc1\nc2\nc3\nc4\n")
+    assert read_class_names(path) == ["c0", "c1", "c2", "c3", "c4"]       # beside the file
+    explicit = tmp_path / "mine.txt"
+    explicit.write_text("\n".join(f"x{i}" for i in range(7)))
+    assert read_class_names(path, explicit) == [f"x{i}" for i in range(7)]
+    assert inspect_hdf5(path, explicit)["num_classes"] == 7
+    with pytest.raises(DatasetError, match="nope.txt"):
+        read_class_names(path, tmp_path / "nope.txt")
+
+    bare = write_hdf5(tmp_path / "sub" / "bare.h5", make_splits())
+    assert read_class_names(bare) is None
+    with h5py.File(bare, "a") as f:
+        f["class_names"] = np.array([b"p", b"q", b"r", b"s", b"t"])
+    assert read_class_names(bare) == list("pqrst")                        # dataset in the file
+
+
+def rewrite(path, key, value) -> None:
+    with h5py.File(path, "a") as f:
+        del f[key]
+        if value is not None:
+            f[key] = value
+
+
+BAD_FILES = {
+    "missing dataset": ("images-val", None, r"missing dataset\(s\) images-val;"),
+    "float images": ("images-train", np.zeros((37, 3, 8, 8), np.float32), r"uint8.*\(37, 3, 8, 8\)"),
+    "channels last": ("images-train", np.zeros((37, 8, 8, 3), np.uint8), r"\(37, 8, 8, 3\)"),
+    "not square": ("images-test", np.zeros((11, 3, 8, 6), np.uint8), r"images-test.*\(11, 3, 8, 6\)"),
+    "3-D images": ("images-val", np.zeros((13, 8, 8), np.uint8), r"\(13, 8, 8\)"),
+    "other size": ("images-val", np.zeros((13, 3, 6, 6), np.uint8), "6 px"),
+    "short labels": ("labels-val", np.zeros(12, np.int64), r"labels-val.*\(12,\).*13 images"),
+    "float labels": ("labels-train", np.zeros(37, np.float32), "labels-train must hold integers"),
+    "negative label": ("labels-val", np.full(13, -2), "negative label -2"),
+}
+
+
+@pytest.mark.parametrize("key, value, message", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_file_errors_name_file_and_problem(h5, key, value, message):
+    path, _ = h5
+    rewrite(path, key, value)
+    with pytest.raises(DatasetError, match=message) as err:
+        inspect_hdf5(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_and_non_hdf5_files(tmp_path):
+    with pytest.raises(DatasetError, match="data_links.md"):
+        inspect_hdf5(tmp_path / "absent.h5")
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(DatasetError, match="not an HDF5 file"):
+        inspect_hdf5(text)
+    with pytest.raises(DatasetError, match="not an HDF5 file"):
+        HDF5Blocks(text, "train", 4, shuffle=True)
+
+
+def test_labels_out_of_range_for_class_names(h5, tmp_path):
+    path, _ = h5
+    names = tmp_path / "three.txt"
+    names.write_text("a\nb\nc\n")
+    with pytest.raises(DatasetError, match=r"label 4 but there are only 3 class names.*three.txt"):
+        inspect_hdf5(path, names)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    bad = make_splits()
+    bad["val"] = (bad["val"][0], bad["val"][1][:-1])
+    with pytest.raises(ValueError, match="val"):
+        write_hdf5(tmp_path / "bad.h5", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+
+def test_file_is_opened_lazily_and_dataset_pickles(h5):
+    path, _ = h5
+    ds = HDF5Blocks(path, "train", 8, shuffle=True)
+    assert ds._file is None
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._file is None and len(copy) == len(ds)
+    next(iter(ds))
+    assert isinstance(ds._file, h5py.File)
+    assert pickle.loads(pickle.dumps(ds))._file is None
+    ds.close()
+
+
+def test_batches_match_file_contents(h5):
+    path, splits = h5
+    for split, shuffle in [("train", True), ("val", False), ("test", False)]:
+        for images, labels, index in HDF5Blocks(path, split, 5, shuffle=shuffle):
+            assert images.dtype == torch.uint8 and images.shape[1:] == (3, 8, 8)
+            assert labels.dtype == index.dtype == torch.int64
+            assert np.array_equal(images.numpy(), splits[split][0][index.numpy()])
+            expected = splits[split][1][index.numpy()] if split != "test" else -1
+            assert np.all(labels.numpy() == expected)
+
+
+def test_default_block_is_chunk_multiple(h5):
+    path, _ = h5
+    assert HDF5Blocks(path, "train", 5, shuffle=True).block_size == 8
+    assert HDF5Blocks(path, "train", 8, shuffle=True).block_size == 8
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_shuffle_is_deterministic_and_covers_train(h5, num_workers):
+    path, _ = h5
+
+    def epoch(epoch: int, **kw) -> tuple[np.ndarray, list[int]]:
+        ds = HDF5Blocks(path, "train", 5, shuffle=True, seed=3, buffer_blocks=2, **kw)
+        ds.set_epoch(epoch)
+        index, sizes = collect(DataLoader(ds, batch_size=None, num_workers=num_workers))
+        assert len(sizes) == len(ds)
+        return index, sizes
+
+    first, sizes = epoch(0)
+    assert sorted(first) == list(range(SIZES["train"])) and sizes.count(5) == len(sizes) - 1
+    assert np.array_equal(first, epoch(0)[0])
+    assert not np.array_equal(first, epoch(1)[0])
+    assert not np.array_equal(first, np.arange(SIZES["train"]))
+
+    ranks = [epoch(0, rank=r, world_size=2) for r in range(2)]
+    assert len(ranks[0][1]) == len(ranks[1][1])          # ranks stay in step
+    union = np.concatenate([index for index, _ in ranks])
+    assert set(union) == set(range(SIZES["train"])) and len(union) == 38  # 37 + 1 padding
+
+    dropped = [epoch(0, rank=r, world_size=2, drop_last=True) for r in range(2)]
+    for index, sizes in dropped:
+        assert sizes == [5, 5, 5]
+    union = np.concatenate([index for index, _ in dropped])
+    assert len(set(union)) == len(union) == 30
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_eval_keeps_file_order_and_shards_ranks(h5, split, num_workers):
+    path, _ = h5
+    n = SIZES[split]
+
+    def run(**kw) -> np.ndarray:
+        ds = HDF5Blocks(path, split, 3, shuffle=False, **kw)
+        index, sizes = collect(DataLoader(ds, batch_size=None, num_workers=num_workers))
+        assert len(sizes) == len(ds)
+        return index
+
+    assert np.array_equal(run(), np.arange(n))
+    shards = [run(rank=r, world_size=2) for r in range(2)]
+    assert np.array_equal(np.concatenate(shards), np.arange(n))
+    assert abs(len(shards[0]) - len(shards[1])) <= 1
+
+
+def test_eval_drop_last_and_empty_shards(h5):
+    path, _ = h5
+    ds = HDF5Blocks(path, "val", 4, shuffle=False, drop_last=True)
+    index, sizes = collect(ds)
+    assert sizes == [4, 4, 4] and np.array_equal(index, np.arange(12))
+    tiny = [HDF5Blocks(path, "test", 4, shuffle=False, rank=r, world_size=16) for r in range(16)]
+    assert np.array_equal(np.concatenate([collect(ds)[0] for ds in tiny]), np.arange(11))
+
+
+# --- building from folders ---------------------------------------------------------------
+
+
+def save_png(path, shape=(12, 10), value=0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*shape, 3), value, np.uint8)).save(path)
+
+
+def test_build_train_val_test_layout(tmp_path, capsys):
+    src = tmp_path / "src"
+    for c, cls in enumerate(["dog", "cat"]):
+        for i in range(3):
+            save_png(src / "train" / cls / f"{i}.png", value=10 * c + i)
+        save_png(src / "val" / cls / "v.png")
+    save_png(src / "test" / "b.png", shape=(20, 9), value=7)
+    save_png(src / "test" / "cat" / "a.png", value=9)
+    (src / "train" / "dog" / "notes.txt").write_text("not an image")
+
+    assert main([str(src), str(tmp_path / "out" / "m.h5"), "--img-size", "6"]) == 0
+    assert "2 classes, 6 px, train 6, val 2, test 2" in capsys.readouterr().out
+    info = inspect_hdf5(tmp_path / "out" / "m.h5")
+    assert info["class_names"] == ["cat", "dog"] and info["img_size"] == 6
+    assert (tmp_path / "out" / "class_names.txt").read_text().split() == ["cat", "dog"]
+    images, labels = load_split(info["path"], "test", progress=False)
+    assert labels.tolist() == [-1, -1] and images[:, :, 0, 0].tolist() == [[9] * 3, [7] * 3]
+    images, labels = load_split(info["path"], "train", progress=False)
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert all(int(img[0, 0, 0]) // 10 == 1 - lbl for img, lbl in zip(images, labels))
+
+
+def test_build_class_folders_only_splits_val(tmp_path):
+    src = tmp_path / "src"
+    for cls in "abc":
+        for i in range(10):
+            save_png(src / cls / f"{i}.png")
+    out = tmp_path / "d.h5"
+    info = build_from_folder(src, out, img_size=4, val_fraction=0.2, progress=False)
+    assert info["num_samples"] == {"train": 24, "val": 6, "test": 0}
+    assert info["class_names"] == ["a", "b", "c"] and read_class_names(out) == ["a", "b", "c"]
+    first = load_split(out, "val", progress=False)
+    build_from_folder(src, out, img_size=4, val_fraction=0.2, progress=False)
+    assert torch.equal(first[1], load_split(out, "val", progress=False)[1])
+    assert HDF5Blocks(out, "test", 4, shuffle=False).__len__() == 0
+
+
+def test_build_errors_name_the_problem(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no class sub-folders"):
+        build_from_folder(tmp_path / "empty", tmp_path / "a.h5", progress=False)
+    (tmp_path / "noimg" / "cls").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no images for class"):
+        build_from_folder(tmp_path / "noimg", tmp_path / "a.h5", progress=False)
+    save_png(tmp_path / "broken" / "cls" / "ok.png")
+    (tmp_path / "broken" / "cls" / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match="bad.jpg"):
+        build_from_folder(tmp_path / "broken", tmp_path / "a.h5", progress=False)
+    assert not (tmp_path / "a.h5").exists()
+    with pytest.raises(DatasetError, match="no such folder"):
+        build_from_folder(tmp_path / "absent", tmp_path / "a.h5", progress=False)
