@@ -6,6 +6,7 @@ line ``error: ...`` naming what is wrong and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -53,10 +54,10 @@ def _summary(args: argparse.Namespace) -> None:
     print(format_summary(model_summary(model, (3, size, size))))
 
 
-def _make_hdf5(args: argparse.Namespace) -> None:
-    from .data.make_hdf5 import main
-
-    main(args.rest)
+# Commands with their own argument parsers: everything after the command name goes to them.
+PASSTHROUGH = {
+    "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,25 +84,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="extend", **kv)
     s.set_defaults(run=_summary)
 
-    m = sub.add_parser("make-hdf5", help="build a MediumImageNet-format HDF5 file from an image folder tree",
-                       add_help=False)
-    m.add_argument("rest", nargs=argparse.REMAINDER)
-    m.set_defaults(run=_make_hdf5)
+    for name, (_, help_text) in PASSTHROUGH.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import load_checkpoint  # noqa: F401  (import errors surface here, not mid-run)
     from .data import DatasetError
     from .engine import TrainingDiverged
 
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        module = importlib.import_module(PASSTHROUGH[argv[0]][0])
+        run = lambda: module.main(argv[1:])  # noqa: E731
+    else:
+        args = parser().parse_args(argv)
+        run = lambda: args.run(args)  # noqa: E731
     try:
-        args.run(args)
+        status = run()
     except (ConfigError, DatasetError, TrainingDiverged, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
