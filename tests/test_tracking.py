@@ -1,0 +1,140 @@
+"""Tracker and W&B mode handling, offline only: nothing here may reach the network."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from nmeplib.config import load_config
+from nmeplib.tracking import Tracker, read_metrics, resolve_mode, write_jsonl_atomic
+
+
+@pytest.fixture(autouse=True)
+def wandb_env(tmp_path, monkeypatch):
+    """No credentials and every W&B folder inside tmp_path."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def rows(epochs):
+    return [{"epoch": e, "lr": 1e-3, "train_loss": 1.0 / e, "train_acc": 90.0 + e + 0.125,
+             "val_loss": 1.5 / e, "val_acc": 80.0 + e + 0.375} for e in epochs]
+
+
+def test_resolve_mode_precedence(tmp_path, monkeypatch):
+    assert resolve_mode() == "offline"  # not logged in
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert resolve_mode() == "online"
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode() == "online"
+    assert resolve_mode("") == "online"  # empty config value defers
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode() == "disabled"
+    assert resolve_mode("OFFLINE") == "offline"  # explicit beats the environment
+
+
+@pytest.mark.parametrize("env, arg", [("", "dryrun"), ("sometimes", None)])
+def test_resolve_mode_rejects_bad_values(monkeypatch, env, arg):
+    monkeypatch.setenv("WANDB_MODE", env)
+    with pytest.raises(ValueError, match=r"(dryrun|sometimes).*online, offline, disabled"):
+        resolve_mode(arg)
+
+
+def test_write_and_read_metrics(tmp_path):
+    write_jsonl_atomic(tmp_path / "m.jsonl", rows([1, 2]))
+    assert read_metrics(tmp_path / "m.jsonl") == rows([1, 2])
+    assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temp file left behind
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(tmp_path)
+
+
+def test_offline_run_logs_to_wandb_folder_and_jsonl(tmp_path, capsys):
+    config = load_config(overrides={"WANDB.PROJECT": "tests"})
+    out = tmp_path / "run1"
+    with Tracker(config, out, mode="offline") as tracker:
+        for row in rows([1, 2, 3]):
+            tracker.log_epoch(row)
+        tracker.log_summary(test_acc=77.25)
+        run_dir = tracker.run_dir
+    assert run_dir.parent == out / "wandb" and run_dir.name.startswith("offline-run-")
+    assert read_metrics(out) == rows([1, 2, 3])
+    # Values are stored as JSON text in the run's .wandb log, which wandb's service process
+    # finishes writing a moment after run.finish() returns.
+    expected = [b"epoch", b"train_loss", b"test_acc", b"tests"] + [
+        json.dumps(row["val_acc"]).encode() for row in rows([1, 2, 3])]
+    deadline = time.monotonic() + 10
+    while True:
+        data = b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))
+        if all(key in data for key in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [key for key in expected if key not in data] == []
+    assert f"wandb sync {run_dir}" in capsys.readouterr().out
+
+
+def test_disabled_mode_writes_only_jsonl(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    tracker = Tracker(load_config(), tmp_path / "run")
+    tracker.log_epoch(rows([1])[0])
+    tracker.finish()
+    assert tracker.run_dir is None
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.jsonl"]
+
+
+def test_wandb_failure_keeps_jsonl(tmp_path, monkeypatch):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with pytest.warns(RuntimeWarning, match="no network"):
+        tracker = Tracker(load_config(), tmp_path, mode="offline")
+    with tracker:
+        tracker.log_epoch(rows([1])[0])
+    assert tracker.run_dir is None and tracker.mode == "disabled"
+    assert read_metrics(tmp_path) == rows([1])
+
+
+def test_resume_rows_continue_the_file(tmp_path):
+    write_jsonl_atomic(tmp_path / "metrics.jsonl", rows([1, 2, 3]))
+    resumed = read_metrics(tmp_path)[:2]  # the checkpoint was saved after epoch 2
+    with Tracker(load_config(), tmp_path, mode="disabled", resume_rows=resumed) as tracker:
+        tracker.log_epoch(rows([3])[0])
+        tracker.log_epoch(rows([4])[0])
+    assert read_metrics(tmp_path) == rows([1, 2, 3, 4])
+
+
+def test_disabled_tracker_writes_nothing(tmp_path):
+    with Tracker(load_config(), tmp_path / "rank1", mode="offline", enabled=False) as tracker:
+        tracker.log_epoch(rows([1])[0])
+        tracker.log_summary(test_acc=1.0)
+        tracker.log_image("grid", tmp_path / "missing.png")
+    assert tracker.run_dir is None
+    assert not (tmp_path / "rank1").exists()
+
+
+def test_online_without_login_goes_offline_and_logs_images(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    fig.savefig(tmp_path / "fig.png")
+    with pytest.warns(RuntimeWarning, match="not logged in"):
+        tracker = Tracker(load_config(), tmp_path / "run", mode="online")
+    with tracker:
+        assert tracker.mode == "offline"
+        tracker.log_epoch(rows([1])[0])
+        tracker.log_image("figure", fig)
+        tracker.log_image("png", tmp_path / "fig.png")
+    plt.close(fig)
+    assert len(list(tracker.run_dir.glob("files/media/images/*.png"))) == 2
