@@ -1,4 +1,4 @@
-"""``python -m nmeplib {train,predict,summary,make-hdf5}``.
+"""``python -m nmeplib {train,predict,summary,make-hdf5,throughput}``.
 
 Every expected failure (a bad config key, a missing dataset, a diverged run) ends with one
 line ``error: ...`` naming what is wrong and exit status 2, not a traceback.
@@ -17,6 +17,7 @@ def _train(args: argparse.Namespace) -> None:
     from . import checkpoint as ckpt
     from .config import from_dict
     from .engine import fit
+    from .runtime import rank_and_world
 
     overrides = list(args.set)
     if args.output:
@@ -29,7 +30,7 @@ def _train(args: argparse.Namespace) -> None:
     else:
         config = load_config(args.config, overrides)
     history = fit(config, resume=args.resume)
-    if history:
+    if history and rank_and_world()[0] == 0:
         best = max(history, key=lambda r: r["val_acc"])
         print(f"best val acc {best['val_acc']:.2f}% (epoch {best['epoch']}); run folder {config.OUTPUT}")
 
@@ -37,7 +38,11 @@ def _train(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from .submission import predict, write_submission
 
+    from .runtime import rank_and_world
+
     result = predict(args.checkpoint, args.set, split=args.split)
+    if rank_and_world()[0] != 0:
+        return
     path = write_submission(result["predictions"], args.out, result["num_images"], result["num_classes"])
     accuracy = f"; accuracy {result['acc']:.2f}% on the labelled images" if result["count"] else ""
     print(f"wrote {path}: {result['num_images']} rows{accuracy}")
@@ -57,6 +62,7 @@ def _summary(args: argparse.Namespace) -> None:
 # Commands with their own argument parsers: everything after the command name goes to them.
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
+    "throughput": ("nmeplib.throughput", "training images/s and peak memory vs batch size"),
 }
 
 
@@ -100,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser().parse_args(argv)
         run = lambda: args.run(args)  # noqa: E731
+    from .runtime import init_distributed, shutdown_distributed
+
     try:
+        init_distributed()
         status = run()
     except (ConfigError, DatasetError, TrainingDiverged, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -108,4 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        shutdown_distributed()
     return status or 0

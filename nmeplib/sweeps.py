@@ -1,0 +1,281 @@
+"""Hyper-parameter sweeps: several runs of one base config, one folder and W&B run each.
+
+``run_sweep(base, members, output_root=...)`` trains the members one after another into
+``output_root/<name>`` (one W&B group, one run per member) and returns a results table.
+Finished members are read back instead of retrained and interrupted ones resume, so an
+interrupted sweep is finished by calling it again. Members run either in this process
+(``runner="library"``) or by executing a notebook with papermill (``runner="papermill"``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import checkpoint as ckpt
+from .config import Config, _parse_override, from_dict, load_config
+from .engine import TrainingDiverged, fit
+from .tracking import METRICS_FILE, read_metrics
+
+SUMMARY_FILE = "summary.json"
+DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_alexnet.ipynb"
+RUNNERS = ("library", "papermill")
+# Config key -> parameter of the notebook that papermill sets. The notebook must declare the
+# parameters a sweep uses, and always output_dir (where its run goes) and epochs.
+NOTEBOOK_PARAMETERS: dict[str, str] = {
+    "TRAIN.LR": "lr", "DATA.BATCH_SIZE": "batch_size", "TRAIN.EPOCHS": "epochs", "DATA.IMG_SIZE": "img_size",
+    "DATA.AUGMENT": "augment", "TRAIN.OPTIMIZER": "optimizer", "TRAIN.SCHEDULER": "scheduler",
+    "TRAIN.WEIGHT_DECAY": "weight_decay", "MODEL.DROPOUT": "dropout", "MODEL.ACTIVATION": "activation",
+    "SEED": "seed", "DATA.ROOT": "data_root", "OUTPUT": "output_dir", "WANDB.MODE": "wandb_mode",
+    "WANDB.GROUP": "wandb_group", "WANDB.NAME": "wandb_name",
+}
+# Passed only when the notebook declares them (a resumed member also gets ``resume=True``).
+OPTIONAL_NOTEBOOK_KEYS = ("WANDB.GROUP", "WANDB.NAME")
+STATE_WORDS = {"done": "finished, skipped", "partial": "resuming", "new": "training"}
+RESULT_COLUMNS = ("best_val_acc", "final_val_acc", "best_epoch", "epochs", "time_per_epoch_s", "total_time_s",
+                  "output", "status")
+
+Overrides = Mapping[str, Any] | Sequence[str]
+
+
+def grid(key: str, values: Iterable[Any], fmt: str = "{name}={value}") -> dict[str, dict[str, Any]]:
+    """Members that vary one config key: ``grid("TRAIN.LR", [1e-3, 1e-2])`` gives
+    ``{"lr=0.001": {"TRAIN.LR": 0.001}, "lr=0.01": {"TRAIN.LR": 0.01}}``.
+
+    ``fmt`` names each member from ``{value}``, ``{key}`` and ``{name}`` (the key's last part,
+    lower case), e.g. ``"lr={value:.0e}"``.
+    """
+    name, values = key.rsplit(".", 1)[-1].lower(), list(values)
+    members = {fmt.format(name=name, key=key, value=value): {key: value} for value in values}
+    if len(members) < len(values):
+        raise ValueError(f"fmt {fmt!r} gives several values the same name: {', '.join(members)}")
+    return members
+
+
+def _as_dict(overrides: Overrides | str) -> dict[str, Any]:
+    """``{"TRAIN.LR": 0.01}`` from a mapping, ``["TRAIN.LR=0.01", ...]`` or one ``"KEY=VALUE"``."""
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    return dict(_parse_override(item) for item in overrides)
+
+
+def _default_name(overrides: Mapping[str, Any]) -> str:
+    return ",".join(f"{key.rsplit('.', 1)[-1].lower()}={value}" for key, value in overrides.items()) or "base"
+
+
+def _named(members: Mapping[str, Overrides] | Sequence[Overrides]) -> dict[str, dict[str, Any]]:
+    """Members as name -> overrides; a list of overrides is named after its values."""
+    if isinstance(members, Mapping):
+        return {str(name): _as_dict(overrides) for name, overrides in members.items()}
+    named = {}
+    for overrides in members:
+        overrides = _as_dict(overrides)
+        name = _default_name(overrides)
+        if name in named:
+            raise ValueError(f"two sweep members are both named {name!r}")
+        named[name] = overrides
+    return named
+
+
+def safe_name(name: str) -> str:
+    """A member name as a folder name: letters, digits and ``. = + - _`` only."""
+    return re.sub(r"[^\w.=+-]+", "_", name).strip("._") or "run"
+
+
+def _member_config(base: Config | Mapping | str | os.PathLike, overrides: Mapping[str, Any]) -> Config:
+    if isinstance(base, Mapping):
+        return from_dict(base, overrides)
+    return load_config(base, overrides)
+
+
+def _read_summary(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _state(folder: Path, epochs: int) -> str:
+    """``done`` (a summary for ``epochs`` epochs), ``partial`` (a checkpoint to resume) or ``new``."""
+    summary = _read_summary(folder)
+    if summary is not None and summary.get("epochs") == epochs:
+        return "done"
+    if (folder / ckpt.LAST).is_file() and (summary is None or summary.get("epochs", 0) < epochs):
+        return "partial"
+    return "new"
+
+
+def _result_row(name: str, values: dict, folder: Path, status: str) -> dict:
+    """One results-table row from a member folder's summary.json and metrics.jsonl."""
+    summary = _read_summary(folder)
+    if summary is None:
+        raise RuntimeError(f"sweep member {name!r} finished without writing {folder / SUMMARY_FILE}; "
+                           f"does its run write into OUTPUT={folder}?")
+    rows = read_metrics(folder) if (folder / METRICS_FILE).is_file() else []
+    total = sum(r["train_time_s"] + r["val_time_s"] for r in rows) if rows else summary["train_time_s"]
+    epochs = summary["epochs"]
+    return {"name": name, **values, "best_val_acc": summary["best_val_acc"],
+            "final_val_acc": summary["final_val_acc"], "best_epoch": summary["best_epoch"], "epochs": epochs,
+            "time_per_epoch_s": total / max(epochs, 1), "total_time_s": total, "output": str(folder),
+            "status": status}
+
+
+def _notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[str, Any], config: Config,
+                         resume: bool) -> dict[str, Any]:
+    """papermill parameters for one member; ValueError names an override the notebook cannot take."""
+    unmapped = [key for key in overrides if key not in NOTEBOOK_PARAMETERS]
+    if unmapped:
+        raise ValueError(f"no notebook parameter for {', '.join(unmapped)}; the papermill runner can set "
+                         f"{', '.join(NOTEBOOK_PARAMETERS)}")
+    keys = dict.fromkeys([*overrides, "TRAIN.EPOCHS", "OUTPUT"])
+    keys.update({key: None for key in OPTIONAL_NOTEBOOK_KEYS if NOTEBOOK_PARAMETERS[key] in declared})
+    undeclared = [f"{key} ({NOTEBOOK_PARAMETERS[key]})" for key in keys if NOTEBOOK_PARAMETERS[key] not in declared]
+    if undeclared:
+        raise ValueError(f"{notebook} declares no parameter for {', '.join(undeclared)}")
+    params = {NOTEBOOK_PARAMETERS[key]: config.get_path(key) for key in keys}
+    if resume and "resume" in declared:
+        params["resume"] = True
+    return params
+
+
+def _run_notebook(notebook: Path, folder: Path, parameters: dict) -> None:
+    import papermill as pm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(folder / notebook.name), parameters=parameters, progress_bar=False)
+    except pm.PapermillExecutionError as err:
+        if err.ename == TrainingDiverged.__name__:
+            raise TrainingDiverged(err.evalue) from None
+        raise
+
+
+def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides] | Sequence[Overrides], *,
+              output_root: str | os.PathLike, group: str | None = None, runner: str = "library",
+              notebook: str | os.PathLike | None = None, resume: bool = True) -> list[dict]:
+    """Train each member of a sweep in turn and return one results row per member.
+
+    ``base`` is a Config or a config name/path; ``members`` maps a name to its overrides
+    (``{"lr=1e-3": {"TRAIN.LR": 1e-3}}``, see :func:`grid`) or lists overrides, named after
+    their values. Member ``name`` trains into ``output_root/<name>`` (see :func:`safe_name`)
+    as W&B run ``name`` in group ``group`` (default: ``output_root``'s folder name).
+
+    With ``resume`` (the default) a member whose folder holds a summary.json for the same
+    number of epochs is not retrained but read back (status ``skipped``), and one with a
+    checkpoint but no such summary continues from it; ``resume=False`` retrains everything.
+    A member whose loss diverges gets status ``failed`` and an ``error``; the sweep goes on.
+
+    ``runner="papermill"`` executes ``notebook`` (default ``notebooks/04_alexnet.ipynb``) per
+    member with the overrides as parameters (:data:`NOTEBOOK_PARAMETERS`), keeping the executed
+    copy in the member's folder. The notebook holds the base settings: of ``base`` only
+    TRAIN.EPOCHS is passed on (and the overridden keys' values). It resumes only if it declares
+    a ``resume`` parameter; otherwise an interrupted member starts again.
+
+    Rows hold ``name``, the overridden values, ``best_val_acc``, ``final_val_acc``,
+    ``best_epoch``, ``epochs``, ``time_per_epoch_s`` and ``total_time_s`` (train plus
+    validation time of the epochs in metrics.jsonl), ``output`` and ``status`` (``ran``,
+    ``skipped`` or ``failed``).
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+    root = Path(output_root)
+    group = group or root.resolve().name
+    named = _named(members)
+    folders = {name: root / safe_name(name) for name in named}
+    if len(set(folders.values())) < len(folders):
+        raise ValueError(f"sweep member names clash as folder names: {', '.join(named)}")
+    declared: dict = {}
+    if runner == "papermill":
+        import papermill as pm
+
+        notebook = Path(notebook) if notebook is not None else DEFAULT_NOTEBOOK
+        if not notebook.is_file():
+            raise FileNotFoundError(f"sweep notebook not found: {notebook}")
+        declared = pm.inspect_notebook(str(notebook))
+    plan = []  # built first, so a bad override fails before any member trains
+    for name, overrides in named.items():
+        sweep_keys = {"OUTPUT": str(folders[name]), "WANDB.GROUP": group, "WANDB.NAME": name}
+        config = _member_config(base, {**overrides, **sweep_keys})
+        state = _state(folders[name], config.TRAIN.EPOCHS) if resume else "new"
+        params = (_notebook_parameters(notebook, declared, overrides, config, state == "partial")
+                  if runner == "papermill" else None)
+        plan.append((name, {key: config.get_path(key) for key in overrides}, config, state, params))
+
+    results = []
+    for number, (name, values, config, state, params) in enumerate(plan, 1):
+        folder = folders[name]
+        print(f"[{number}/{len(plan)}] {name}: {STATE_WORDS[state]} ({folder})", flush=True)
+        if state == "done":
+            results.append(_result_row(name, values, folder, "skipped"))
+            continue
+        (folder / SUMMARY_FILE).unlink(missing_ok=True)  # a stale one (other epochs) must not be read back
+        try:
+            if runner == "papermill":
+                _run_notebook(notebook, folder, params)
+            else:
+                fit(config, resume=state == "partial")
+        except TrainingDiverged as err:
+            print(f"{name}: {err}", flush=True)
+            results.append({"name": name, **values, **dict.fromkeys(RESULT_COLUMNS), "output": str(folder),
+                            "status": "failed", "error": str(err)})
+            continue
+        results.append(_result_row(name, values, folder, "ran"))
+    return results
+
+
+def _columns(rows: Iterable[Mapping]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows as an aligned plain-text table (numbers right-aligned, 4 significant digits)."""
+    columns = list(columns) if columns is not None else _columns(rows)
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    numeric = [all(isinstance(row.get(column), (int, float, type(None))) for row in rows) for column in columns]
+    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
+
+    def line(items: Sequence[str]) -> str:
+        return "  ".join(text.rjust(width) if right else text.ljust(width)
+                         for text, width, right in zip(items, widths, numeric)).rstrip()
+
+    return "\n".join([line(columns), line(["-" * width for width in widths]), *map(line, cells)])
+
+
+def save_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write rows to ``path`` as CSV (``.csv``) or a JSON list (``.json``); returns the path."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"save_table writes .csv or .json files, not {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".json":
+        path.write_text(json.dumps([dict(row) for row in rows], indent=2, default=str) + "\n")
+    else:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=_columns(rows))
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+def plot_sweep(results: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None,
+               title: str | None = None):
+    """Every member's loss and accuracy curves on shared axes (see ``plots.plot_history``)."""
+    from .plots import plot_history
+
+    runs = {row["name"]: read_metrics(row["output"]) for row in results
+            if (Path(row["output"]) / METRICS_FILE).is_file()}
+    return plot_history(runs, path, title)

@@ -1,0 +1,169 @@
+"""Sweeps on the bundled digits data: running, skipping finished members, resuming, papermill, tables."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import nbformat
+import pytest
+
+from nmeplib import sweeps
+from nmeplib.config import load_config
+from nmeplib.engine import TrainingDiverged
+from nmeplib.sweeps import format_table, grid, plot_sweep, run_sweep, safe_name, save_table
+from nmeplib.tracking import read_metrics
+
+FAST = ["TRAIN.EPOCHS=1", "DATA.BATCH_SIZE=128"]
+MEMBERS = grid("TRAIN.LR", [1e-2, 3e-3])
+
+
+def quiet_env(monkeypatch, home):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("NMEPLIB_PROGRESS", "0")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(home))
+
+
+@pytest.fixture(autouse=True)
+def no_wandb(tmp_path, monkeypatch):
+    quiet_env(monkeypatch, tmp_path / "wandb_home")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One real two-member sweep (1 epoch each), shared by the tests that only read or copy it."""
+    root = tmp_path_factory.mktemp("sweeps") / "lr_sweep"
+    with pytest.MonkeyPatch.context() as mp:
+        quiet_env(mp, root.parent / "wandb_home")
+        results = run_sweep(load_config("digits_lenet", FAST), MEMBERS, output_root=root)
+    return root, results
+
+
+def copy_sweep(swept, tmp_path):
+    root = tmp_path / "lr_sweep"
+    shutil.copytree(swept[0], root)  # copy2 keeps modification times
+    return root
+
+
+def test_grid_and_names():
+    assert MEMBERS == {"lr=0.01": {"TRAIN.LR": 0.01}, "lr=0.003": {"TRAIN.LR": 0.003}}
+    assert list(grid("DATA.BATCH_SIZE", [32, 64], fmt="bs{value}")) == ["bs32", "bs64"]
+    with pytest.raises(ValueError, match="same name"):
+        grid("TRAIN.LR", [1e-3, 1.1e-3], fmt="lr={value:.0e}")
+    assert list(sweeps._named([{"TRAIN.LR": 0.1}, ["SEED=1", "DATA.AUGMENT=flip"]])) == ["lr=0.1", "seed=1,augment=flip"]
+    assert safe_name("lr=1e-3, wd/0.1") == "lr=1e-3_wd_0.1"
+
+
+def test_sweep_trains_each_member_into_its_folder(swept):
+    root, results = swept
+    assert [r["name"] for r in results] == ["lr=0.01", "lr=0.003"]
+    assert [r["TRAIN.LR"] for r in results] == [0.01, 0.003]
+    for row in results:
+        assert row["status"] == "ran" and row["epochs"] == 1 and row["best_epoch"] == 1
+        assert 0 <= row["best_val_acc"] <= 100 and row["final_val_acc"] == row["best_val_acc"]
+        assert row["time_per_epoch_s"] > 0 and row["total_time_s"] == pytest.approx(row["time_per_epoch_s"])
+        folder = root / row["name"]
+        assert row["output"] == str(folder) and (folder / "checkpoint_last.pt").is_file()
+        wandb = json.loads((folder / "summary.json").read_text())["config"]["WANDB"]
+        assert (wandb["GROUP"], wandb["NAME"]) == ("lr_sweep", row["name"])
+        assert len(read_metrics(folder)) == 1
+
+
+def test_rerun_skips_finished_members(swept, tmp_path):
+    root = copy_sweep(swept, tmp_path)
+    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/*") if p.is_file()}
+    again = run_sweep(load_config("digits_lenet", FAST), MEMBERS, output_root=root)
+    assert [r["status"] for r in again] == ["skipped", "skipped"]
+    for old, new in zip(swept[1], again):
+        assert new["best_val_acc"] == old["best_val_acc"] and new["total_time_s"] == old["total_time_s"]
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained or rewritten
+
+
+def test_interrupted_member_resumes_alone(swept, tmp_path):
+    root = copy_sweep(swept, tmp_path)
+    (root / "lr=0.003" / "summary.json").unlink()
+    done = (root / "lr=0.01" / "metrics.jsonl").stat().st_mtime_ns
+    again = run_sweep(load_config("digits_lenet", FAST), MEMBERS, output_root=root)
+    assert [r["status"] for r in again] == ["skipped", "ran"]
+    assert again[1]["best_val_acc"] == swept[1][1]["best_val_acc"]  # read back from the checkpoint's history
+    assert (root / "lr=0.01" / "metrics.jsonl").stat().st_mtime_ns == done
+    # More epochs than the summary holds: the member continues from its checkpoint.
+    first = read_metrics(root / "lr=0.01")
+    longer = run_sweep(load_config("digits_lenet", ["TRAIN.EPOCHS=2", "DATA.BATCH_SIZE=128"]),
+                       {"lr=0.01": {"TRAIN.LR": 0.01}}, output_root=root)
+    assert longer[0]["status"] == "ran" and longer[0]["epochs"] == 2
+    rows = read_metrics(root / "lr=0.01")
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == first[0]
+
+
+def test_diverged_member_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    def diverge(config, resume=False):
+        raise TrainingDiverged("loss is nan at step 3 (train 1); lower TRAIN.LR")
+
+    monkeypatch.setattr(sweeps, "fit", diverge)
+    results = run_sweep("digits_lenet", [{"TRAIN.LR": 10.0}, {"TRAIN.LR": 1.0}], output_root=tmp_path / "s")
+    assert [(r["name"], r["status"], r["best_val_acc"]) for r in results] == [("lr=10.0", "failed", None),
+                                                                            ("lr=1.0", "failed", None)]
+    assert "lower TRAIN.LR" in results[0]["error"]
+
+
+def write_notebook(path):
+    params = nbformat.v4.new_code_cell('lr = 0.01\nepochs = 1\noutput_dir = "runs/nb"\n'
+                                       'wandb_group = ""\nwandb_name = ""')
+    params.metadata["tags"] = ["parameters"]
+    train = nbformat.v4.new_code_cell(
+        "from nmeplib.config import load_config\nfrom nmeplib.engine import fit\n"
+        'config = load_config("digits_lenet", {"TRAIN.LR": lr, "TRAIN.EPOCHS": epochs, "DATA.BATCH_SIZE": 128,\n'
+        '                     "OUTPUT": output_dir, "WANDB.GROUP": wandb_group, "WANDB.NAME": wandb_name})\n'
+        "history = fit(config)")
+    nb = nbformat.v4.new_notebook(cells=[params, train])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_papermill_runner_executes_the_notebook_per_member(tmp_path):
+    notebook = write_notebook(tmp_path / "train.ipynb")
+    base = load_config("digits_lenet", FAST)
+    with pytest.raises(ValueError, match="MODEL.NAME"):
+        run_sweep(base, {"a": {"MODEL.NAME": "alexnet"}}, output_root=tmp_path / "s", runner="papermill",
+                  notebook=notebook)
+    with pytest.raises(ValueError, match=r"DATA.BATCH_SIZE \(batch_size\)"):
+        run_sweep(base, {"a": {"DATA.BATCH_SIZE": 64}}, output_root=tmp_path / "s", runner="papermill",
+                  notebook=notebook)
+    [row] = run_sweep(base, {"lr=0.005": {"TRAIN.LR": 0.005}}, output_root=tmp_path / "nb_sweep",
+                      runner="papermill", notebook=notebook)
+    folder = tmp_path / "nb_sweep" / "lr=0.005"
+    assert row["status"] == "ran" and row["epochs"] == 1 and 0 <= row["best_val_acc"] <= 100
+    assert (folder / "train.ipynb").is_file() and len(read_metrics(folder)) == 1
+    config = json.loads((folder / "summary.json").read_text())["config"]
+    assert config["TRAIN"]["LR"] == 0.005 and config["WANDB"]["GROUP"] == "nb_sweep"
+    assert config["WANDB"]["NAME"] == "lr=0.005"
+
+
+def test_format_and_save_table(tmp_path):
+    rows = [{"name": "lr=0.01", "best_val_acc": 97.123456, "epochs": 2, "status": "ran"},
+            {"name": "lr=0.1", "best_val_acc": None, "epochs": 10, "status": "failed", "error": "nan"}]
+    assert format_table(rows).splitlines() == [
+        "name     best_val_acc  epochs  status  error",
+        "-------  ------------  ------  ------  -----",
+        "lr=0.01         97.12       2  ran",
+        "lr=0.1                     10  failed  nan"]
+    assert format_table(rows, ["epochs"]).splitlines() == ["epochs", "------", "     2", "    10"]
+    with open(save_table(rows, tmp_path / "t.csv"), newline="") as f:
+        read = list(csv.DictReader(f))
+    assert read[0]["best_val_acc"] == "97.123456" and read[1]["error"] == "nan" and read[0]["error"] == ""
+    assert json.loads(save_table(rows, tmp_path / "out" / "t.json").read_text()) == rows
+    with pytest.raises(ValueError, match="csv or .json"):
+        save_table(rows, tmp_path / "t.txt")
+
+
+def test_plot_sweep(swept, tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = plot_sweep(swept[1], tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert {line.get_label() for line in fig.axes[1].lines} >= {"lr=0.01 val", "lr=0.003 val"}
+    plt.close(fig)
