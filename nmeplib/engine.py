@@ -27,7 +27,7 @@ from .data import build_loader
 from .models import build_model_from_config
 from .models.summary import input_size_error
 from .optim import Schedule, build_optimizer
-from .runtime import default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything, synchronize
+from .runtime import barrier, default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything, synchronize
 from .tracking import Tracker
 
 LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)
@@ -50,7 +50,7 @@ def progress(iterable: Iterable, desc: str, total: int | None = None):
     from tqdm.auto import tqdm
 
     interactive = in_notebook() or sys.stderr.isatty()
-    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive
+    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive or rank_and_world()[0] != 0
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True)
 
 
@@ -187,12 +187,16 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[dict], None]] = (),
-        device: torch.device | str | None = None) -> list[dict]:
+        device: torch.device | str | None = None, nproc: int = 1) -> list[dict]:
     """Train ``config`` for ``TRAIN.EPOCHS`` epochs; returns one metrics dict per epoch.
 
     ``resume`` continues the run in ``OUTPUT`` from ``checkpoint_last.pt``. ``callbacks``
-    are called with each epoch's metrics (a live plot, say).
+    are called with each epoch's metrics (a live plot, say). ``nproc > 1`` launches torchrun
+    with that many processes (GPUs); under torchrun itself, every rank calls ``fit``.
     """
+    if nproc > 1 and not (dist.is_available() and dist.is_initialized()):
+        from .distributed import launch
+        return launch(config, nproc, resume=resume, callbacks=callbacks)
     device = torch.device(device) if device is not None else default_device()
     rank, world = rank_and_world()
     out = Path(config.OUTPUT)
@@ -262,4 +266,5 @@ def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[d
                        "config": config.to_dict()}
             _write_json(out / "summary.json", summary)
             tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
+    barrier()  # every rank leaves once rank 0's files are written
     return history
