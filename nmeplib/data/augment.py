@@ -22,6 +22,7 @@ ALIASES = {"none": (), "course": ("jitter", "flip"), "standard": ("crop", "flip"
 JITTER = 0.4          # brightness, contrast and saturation factors drawn from [1-J, 1+J]
 ERASE_P = 0.5         # probability that an image gets one erased rectangle
 ERASE_AREA = (0.02, 0.25)
+GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)   # luma weights, summing to 1
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:
@@ -44,17 +45,29 @@ def _uniform(n: int, low: float, high: float, like: torch.Tensor, gen: torch.Gen
     return torch.rand(n, device=like.device, generator=gen) * (high - low) + low
 
 
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Reflect-pad by ``pad`` and cut each image at its own random offset."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Positions past either edge mirrored back inside, as reflect padding does."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool = False) -> torch.Tensor:
+    """Reflect-pad by ``pad`` and cut each image at its own random offset.
+
+    One gather with reflected indices (no padded copy; any dtype). ``flip=True`` also mirrors
+    about half of the crops, drawn as ``random_flip`` draws them, at no extra cost.
+    """
+    n, c, h, w = x.shape
     dy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=gen)
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]   # n,1,h,1
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]   # n,1,1,w
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    if flip:
+        mirrored = torch.rand(n, device=x.device, generator=gen) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    rows = _reflect(dy - pad + torch.arange(h, device=x.device), h)   # n,h
+    cols = _reflect(dx - pad + cols, w)                                # n,w
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return x.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -63,16 +76,16 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = JITTER) -> torch.Tensor:
-    """Brightness, contrast and saturation, each image its own factors (x in [0, 1])."""
+    """Brightness, contrast and saturation, each image its own factors (x in [0, 1]).
+
+    The three steps in turn are one affine map per image, applied in a single pass:
+    ``b*c*s*x + b*c*(1-s)*grey(x) + b*(1-c)*mean(grey(x))``.
+    """
     n = x.shape[0]
-    lo, hi = 1 - strength, 1 + strength
-    x = x * _uniform(n, lo, hi, x, gen)[:, None, None, None]
-    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-    mean = grey.mean(dim=(2, 3), keepdim=True)
-    x = mean + (x - mean) * _uniform(n, lo, hi, x, gen)[:, None, None, None]
-    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-    x = grey + (x - grey) * _uniform(n, lo, hi, x, gen)[:, None, None, None]
-    return x.clamp(0, 1)
+    b, c, s = (_uniform(n, 1 - strength, 1 + strength, x, gen).view(n, 1, 1, 1) for _ in range(3))
+    grey = (x * GREY.to(x.device, x.dtype)).sum(1, keepdim=True)
+    offset = torch.addcmul(b * (1 - c) * grey.mean(dim=(2, 3), keepdim=True), grey, b * c * (1 - s))
+    return torch.addcmul(offset, x, b * c * s).clamp_(0, 1)
 
 
 def random_erase(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -107,21 +120,32 @@ class Augment:
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         policy = next((p for p in self.parts if p in POLICIES), None)
         self.policy = POLICIES[policy]() if policy else None
+        self._affine: dict = {}
+
+    def _normalise(self, x: torch.Tensor, peak: float) -> torch.Tensor:
+        """``(x / peak - mean) / std`` in one pass, with the constants cached per device."""
+        key = (x.device, peak)
+        if key not in self._affine:
+            self._affine[key] = ((-self.mean / self.std).to(x.device), (1 / (peak * self.std)).to(x.device))
+        shift, scale = self._affine[key]
+        return torch.addcmul(shift, x, scale)
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         if self.policy is not None:  # torchvision draws its own ops per image
             images = torch.stack([self.policy(img) for img in images])
-        x = images.float().div_(255)
+        # Cropping and flipping move pixels, so they run on the uint8 images; flipping before
+        # the resize equals flipping after it.
         if "crop" in self.parts:
-            x = random_crop(x, max(1, x.shape[-1] // 8), gen)
+            images = random_crop(images, max(1, images.shape[-1] // 8), gen, flip="flip" in self.parts)
+        elif "flip" in self.parts:
+            images = random_flip(images, gen)
+        x, peak = images.float(), 255.0
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
                               antialias=x.shape[-1] > self.img_size, align_corners=False)
-        if "flip" in self.parts:
-            x = random_flip(x, gen)
         if "jitter" in self.parts:
-            x = colour_jitter(x, gen)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+            x, peak = colour_jitter(x.div_(255), gen), 1.0
+        x = self._normalise(x, peak)
         if "erase" in self.parts:
             x = random_erase(x, gen)
         return x
