@@ -208,7 +208,7 @@ def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = ()) -> None:
         _set(config, key, value, str(path))
 
 
-def _parse_override(item: str) -> tuple[str, Any]:
+def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. TRAIN.LR=0.001")
     key, text = item.split("=", 1)
@@ -238,7 +238,7 @@ def check(config: Config) -> None:
 
 
 def _apply(config: Config, overrides: Iterable[str] | Mapping[str, Any]) -> Config:
-    items = overrides.items() if isinstance(overrides, Mapping) else map(_parse_override, overrides)
+    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
     for key, value in items:
         _set(config, key, value, "overrides")
     check(config)

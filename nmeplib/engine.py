@@ -38,15 +38,20 @@ class TrainingDiverged(RuntimeError):
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, papermill), False in a terminal or pytest."""
+    """True in a JupyterLab kernel; False in a terminal, pytest, and headless runs.
+
+    papermill and nbval execute cells with ``allow_stdin`` off, a front end with it on, so
+    headless runs keep their saved notebooks and logs free of progress widgets.
+    """
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    return type(shell).__name__ == "ZMQInteractiveShell"
+    kernel = getattr(shell, "kernel", None)
+    return type(shell).__name__ == "ZMQInteractiveShell" and bool(getattr(kernel, "_allow_stdin", True))
 
 
 def progress(iterable: Iterable, desc: str, total: int | None = None):
-    """A tqdm bar in a terminal or JupyterLab (a widget); none in logs, where the per-epoch line
-    says enough, so papermill and CI output stay readable. ``NMEPLIB_PROGRESS=0`` hides it."""
+    """A tqdm bar in a terminal or JupyterLab (a widget); none in logs and headless notebook runs,
+    where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it everywhere."""
     from tqdm.auto import tqdm
 
     interactive = in_notebook() or sys.stderr.isatty()
@@ -251,7 +256,7 @@ def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[d
                          "class_names": list(train_loader.dataset_info.class_names), "num_classes": num_classes}
                 ckpt.save_checkpoint(state, out / ckpt.LAST)
                 if is_best:
-                    ckpt.save_checkpoint(state, out / ckpt.BEST)
+                    ckpt.copy_checkpoint(out / ckpt.LAST, out / ckpt.BEST)
                 tracker.log_epoch(row)
                 for callback in callbacks:
                     callback(row)

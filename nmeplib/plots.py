@@ -108,11 +108,11 @@ def image_grid(images: Any, labels: Any, class_names: Sequence[str], *, preds: A
             continue
         image = array[i]
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-        true = class_names[labels[i]]
+        true = class_names[labels[i]] if labels[i] >= 0 else "?"  # -1: a hidden (test) label
         if preds is None:
             ax.set_title(true, fontsize=8)
         else:
-            wrong = preds[i] != labels[i]
+            wrong = labels[i] >= 0 and preds[i] != labels[i]
             ax.set_title(f"{'✗ ' if wrong else ''}{true} / {class_names[preds[i]]}", fontsize=8,
                          color="red" if wrong else "green")
     if title:

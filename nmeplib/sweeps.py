@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import checkpoint as ckpt
-from .config import Config, _parse_override, from_dict, load_config
+from .config import Config, parse_override, from_dict, load_config
 from .engine import TrainingDiverged, fit
 from .tracking import METRICS_FILE, read_metrics
 
@@ -61,7 +61,7 @@ def _as_dict(overrides: Overrides | str) -> dict[str, Any]:
         return dict(overrides)
     if isinstance(overrides, str):
         overrides = [overrides]
-    return dict(_parse_override(item) for item in overrides)
+    return dict(parse_override(item) for item in overrides)
 
 
 def _default_name(overrides: Mapping[str, Any]) -> str:
@@ -100,10 +100,22 @@ def _read_summary(folder: Path) -> dict | None:
         return None
 
 
-def _state(folder: Path, epochs: int) -> str:
-    """``done`` (a summary for ``epochs`` epochs), ``partial`` (a checkpoint to resume) or ``new``."""
+def _same_run(summary: dict, config: Config, keys) -> bool:
+    """Whether a finished run's stored config matches ``config`` on ``keys`` (None: every key but
+    the run folder and W&B naming, which differ between members by design)."""
+    stored = summary.get("config")
+    if stored is None:
+        return False
+    stored, wanted = from_dict(stored).flat(), config.flat()
+    keys = keys or [k for k in wanted if k != "OUTPUT" and not k.startswith("WANDB.")]
+    return all(stored.get(k) == wanted.get(k) for k in keys)
+
+
+def _state(folder: Path, config: Config, keys=None) -> str:
+    """``done`` (a summary of this very run), ``partial`` (a checkpoint to resume) or ``new``."""
+    epochs = config.TRAIN.EPOCHS
     summary = _read_summary(folder)
-    if summary is not None and summary.get("epochs") == epochs:
+    if summary is not None and summary.get("epochs") == epochs and _same_run(summary, config, keys):
         return "done"
     if (folder / ckpt.LAST).is_file() and (summary is None or summary.get("epochs", 0) < epochs):
         return "partial"
@@ -201,7 +213,9 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
     for name, overrides in named.items():
         sweep_keys = {"OUTPUT": str(folders[name]), "WANDB.GROUP": group, "WANDB.NAME": name}
         config = _member_config(base, {**overrides, **sweep_keys})
-        state = _state(folders[name], config.TRAIN.EPOCHS) if resume else "new"
+        # A notebook member applies its own base settings: compare only what the sweep sets.
+        keys = [*overrides, "TRAIN.EPOCHS"] if runner == "papermill" else None
+        state = _state(folders[name], config, keys) if resume else "new"
         params = (_notebook_parameters(notebook, declared, overrides, config, state == "partial")
                   if runner == "papermill" else None)
         plan.append((name, {key: config.get_path(key) for key in overrides}, config, state, params))

@@ -81,6 +81,12 @@ def test_rerun_skips_finished_members(swept, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained or rewritten
 
 
+def test_changed_base_setting_reruns_members(swept, tmp_path):
+    root = copy_sweep(swept, tmp_path)
+    results = run_sweep(load_config("digits_lenet", [*FAST, "DATA.AUGMENT=flip"]), MEMBERS, output_root=root)
+    assert [r["status"] for r in results] == ["ran", "ran"]
+
+
 def test_interrupted_member_resumes_alone(swept, tmp_path):
     root = copy_sweep(swept, tmp_path)
     (root / "lr=0.003" / "summary.json").unlink()
