@@ -221,8 +221,8 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def check(config: Config) -> None:
     """Checks that involve more than one key."""
-    if config.TRAIN.WARMUP_EPOCHS >= config.TRAIN.EPOCHS and config.TRAIN.WARMUP_EPOCHS > 0:
-        raise ConfigError(f"TRAIN.WARMUP_EPOCHS ({config.TRAIN.WARMUP_EPOCHS}) must be less than "
+    if config.TRAIN.WARMUP_EPOCHS > config.TRAIN.EPOCHS:
+        raise ConfigError(f"TRAIN.WARMUP_EPOCHS ({config.TRAIN.WARMUP_EPOCHS}) must not exceed "
                           f"TRAIN.EPOCHS ({config.TRAIN.EPOCHS})")
     if config.TRAIN.MIN_LR > config.TRAIN.LR:
         raise ConfigError(f"TRAIN.MIN_LR ({config.TRAIN.MIN_LR}) must not exceed TRAIN.LR ({config.TRAIN.LR})")

@@ -52,7 +52,7 @@ def test_unknown_key_in_file_names_file(tmp_path):
     ("DATA.DATASET=mnist", r"DATA\.DATASET must be one of 'cifar10', 'medium_imagenet', 'digits'"),
     ("MODEL.DROPOUT=1.5", r"MODEL\.DROPOUT must be in \[0, 1\)"),
     ("DATA.AUGMENT=crop+sparkle", r"DATA\.AUGMENT: unknown augmentation sparkle"),
-    ("TRAIN.WARMUP_EPOCHS=20", r"TRAIN\.WARMUP_EPOCHS \(20\) must be less than TRAIN\.EPOCHS"),
+    ("TRAIN.WARMUP_EPOCHS=20", r"TRAIN\.WARMUP_EPOCHS \(20\) must not exceed TRAIN\.EPOCHS"),
     ("TRAIN.COMPILE=maybe", r"TRAIN\.COMPILE must be bool"),
     ("TRAIN.LR", r"must look like KEY=VALUE"),
 ])
