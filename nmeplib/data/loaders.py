@@ -8,11 +8,26 @@ same whether a run was resumed or not.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch.utils.data import DataLoader
 
 from ..runtime import generator
 from .augment import Augment
+
+
+@contextmanager
+def _at_most_threads(n: int):
+    """Run the block with at most ``n`` intra-op threads."""
+    before = torch.get_num_threads()
+    if n < before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n < before:
+            torch.set_num_threads(before)
 
 
 class TensorLoader:
@@ -60,7 +75,8 @@ class TensorLoader:
             idx = indices[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
-            yield self.augment(self.images[idx], gen), self.labels[idx]
+            # index_select copies whole images; indexing with [idx] goes element by element
+            yield self.augment(self.images.index_select(0, idx), gen), self.labels.index_select(0, idx)
 
 
 class StreamLoader:
@@ -89,7 +105,12 @@ class StreamLoader:
                             pin_memory=self.device.type == "cuda",
                             prefetch_factor=4 if self.num_workers else None)
         gen = generator(self.device, self.seed * 1000 + self.epoch + 1)
+        # On the CPU the workers keep cores busy; augmenting with every thread would leave
+        # OpenMP threads waiting for cores, so augment with the threads the workers leave.
+        spare = torch.get_num_threads() - self.num_workers if self.device.type == "cpu" else torch.get_num_threads()
         for images, labels, _ in loader:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            yield self.augment(images, gen), labels
+            with _at_most_threads(max(1, spare)):
+                images = self.augment(images, gen)
+            yield images, labels

@@ -1,0 +1,394 @@
+"""Training throughput: the plain per-image recipe, nmeplib's loaders, and the compute-only ceiling.
+
+    python benchmarks/throughput.py --cifar /data/cifar10          # CPU: about 3 minutes
+    python benchmarks/throughput.py --cifar /data/cifar10 --full   # GPU: whole epochs, time to 94%
+
+Columns, in images per second (same machine, data, batch size, model and optimizer step):
+  plain    torchvision per-image transforms in a ``Dataset``, ``DataLoader(num_workers=2)``
+  ours     ``build_loader`` batches trained with the engine's ``run_epoch``
+  ceiling  the same training step on one fixed batch already on the device
+The HDF5 row times loaders alone: augmented, normalised batches delivered on the device.
+Prints one table and writes it as JSON (``--out``). See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from nmeplib.config import Config, load_config
+from nmeplib.data import ImageSplit, build_dataset, build_loader
+from nmeplib.data import cifar
+from nmeplib.data.build import IMAGENET_MEAN, IMAGENET_STD
+from nmeplib.data.hdf5 import images_key, labels_key, write_hdf5
+from nmeplib.engine import fit, prepare_model, run_epoch
+from nmeplib.optim import build_optimizer
+from nmeplib.runtime import default_device, synchronize
+
+MODELS = {"lenet": 32, "alexnet": 70, "resnet18": 32}   # model -> the image size it trains at
+HDF5_SIZE = 96
+TRAIN_COLUMNS = ("plain", "ours", "ceiling", "ours/plain", "ours/ceiling")
+LOADER_COLUMNS = ("plain", "ours", "ours/plain")
+# Targets: (row kind, model) -> minimum ratios.
+TARGETS = {("epoch", "lenet"): {"ours/plain": 3.0, "ours/ceiling": 0.85},
+           ("steps", "alexnet"): {"ours/ceiling": 0.95}, ("epoch", "alexnet"): {"ours/ceiling": 0.95},
+           ("steps", "resnet18"): {"ours/ceiling": 0.95}, ("epoch", "resnet18"): {"ours/ceiling": 0.95},
+           ("loader", "hdf5"): {"ours/plain": 10.0}}
+
+
+class Take:
+    """The next batches of a running stream, on ``device``: a sized iterable for ``run_epoch``.
+
+    Yields ``n`` batches, and more until ``min_seconds`` have passed since the first one.
+    Successive passes continue the same stream, so warm-up batches are never timed.
+    """
+
+    def __init__(self, stream: Iterator, n: int, device: torch.device, min_seconds: float = 0.0) -> None:
+        self.stream, self.n, self.device, self.min_seconds = stream, n, device, min_seconds
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        start, taken = time.perf_counter(), 0
+        while taken < self.n or time.perf_counter() - start < self.min_seconds:
+            batch = next(self.stream, None)
+            if batch is None:
+                return
+            taken += 1
+            yield batch[0].to(self.device), batch[1].to(self.device)
+
+
+def endless(loader: Iterable) -> Iterator:
+    """``loader``'s batches epoch after epoch."""
+    for epoch in itertools.count():
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+
+
+class PlainImages(Dataset):
+    """The course's former pipeline: one PIL image at a time through torchvision transforms."""
+
+    def __init__(self, split: ImageSplit, img_size: int) -> None:
+        self.images = np.ascontiguousarray(split.images.permute(0, 2, 3, 1).numpy())  # N x H x W x 3
+        self.labels = split.labels.tolist()
+        resize = [T.Resize(img_size)] if img_size != self.images.shape[1] else []
+        self.transform = T.Compose([*resize, T.ColorJitter(0.4, 0.4, 0.4), T.RandomHorizontalFlip(),
+                                    T.ToTensor(), T.Normalize(split.mean, split.std)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+class PlainHDF5(Dataset):
+    """One image per ``__getitem__`` read from the file, cropped and flipped as a float tensor."""
+
+    def __init__(self, path: str, img_size: int) -> None:
+        self.path, self.file = path, None
+        with h5py.File(path, "r") as f:
+            self.n = len(f[labels_key("train")])
+        self.transform = T.Compose([T.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect"),
+                                    T.RandomHorizontalFlip(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if self.file is None:  # opened in each worker
+            self.file = h5py.File(self.path, "r")
+        image = torch.from_numpy(self.file[images_key("train")][i]).float().div(255)
+        return self.transform(image), int(self.file[labels_key("train")][i])
+
+
+def plain_loader(dataset: Dataset, args: argparse.Namespace) -> DataLoader:
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
+
+
+def train_rate(model: torch.nn.Module, initial: dict, config: Config, device: torch.device,
+               warm: Take, timed: Take) -> float:
+    """img/s of ``timed`` after ``warm``, from the initial weights with a fresh optimizer."""
+    model.load_state_dict(initial)
+    optimizer = build_optimizer(config, model)
+    run_epoch(model, warm, device, optimizer=optimizer)
+    return run_epoch(model, timed, device, optimizer=optimizer)["img_per_s"]
+
+
+def loader_rate(loader: Iterable, args: argparse.Namespace, device: torch.device) -> float:
+    """img/s of batches delivered on ``device`` after ``args.warmup`` untimed ones."""
+    stream = endless(loader)
+    for _ in Take(stream, args.warmup, device):
+        pass
+    synchronize(device)
+    start, n = time.perf_counter(), 0
+    for _, y in Take(stream, args.hdf5_steps, device, args.min_seconds):
+        n += len(y)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    stream.close()
+    return n / elapsed
+
+
+def model_config(model: str, args: argparse.Namespace) -> Config:
+    """The shipped ``<model>_base`` config with the course's jitter + flip and the run's batch size."""
+    return load_config(f"{model}_base", [f"DATA.BATCH_SIZE={args.batch_size}", "DATA.AUGMENT=course",
+                                         f"DATA.NUM_WORKERS={args.workers}", "DATA.DOWNLOAD=false",
+                                         f"DATA.ROOT={args.cifar}"])
+
+
+def cifar_train(args: argparse.Namespace) -> tuple[ImageSplit, str]:
+    """CIFAR-10's training split from ``--cifar``, else random images of its shape; and a description."""
+    if args.cifar:
+        return build_dataset(model_config("lenet", args), "train"), f"CIFAR-10 from {args.cifar}"
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (args.images,), generator=gen)
+    names = [f"class_{i}" for i in range(10)]
+    split = ImageSplit("cifar10", "train", labels, names, cifar.MEAN, cifar.STD, images=images)
+    return split, f"GENERATED random CIFAR-shaped data ({args.images} images; no --cifar given)"
+
+
+def ratios(row: dict) -> dict:
+    """Add the row's ratios and, where the goals name one, its target and whether it was met."""
+    row["ours/plain"] = row["ours"] / row["plain"]
+    if "ceiling" in row:
+        row["ours/ceiling"] = row["ours"] / row["ceiling"]
+    target = TARGETS.get((row["kind"], row["model"]))
+    if target:
+        row["target"] = ", ".join(f"{k} >= {v:g}" for k, v in target.items())
+        row["met"] = all(row[k] >= v for k, v in target.items())
+    return row
+
+
+def best_of(repeats: int, columns: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """The highest of ``repeats`` measurements per column, the columns taking turns."""
+    rates: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, measure in columns.items():
+            rates[name] = max(rates.get(name, 0.0), measure())
+    return rates
+
+
+def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.Namespace,
+              device: torch.device) -> dict:
+    """plain / ours / ceiling training img/s for ``model``: ``--steps`` batches or one whole epoch."""
+    config = model_config(model, args)
+    ours = build_loader(config, "train", device=device, dataset=split)
+    plain = plain_loader(PlainImages(split, MODELS[model]), args)
+    net = prepare_model(config, split.num_classes, device)
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
+    ready = itertools.repeat(next(iter(ours)))   # the ceiling's fixed batch
+    steps, min_s = (len(ours), 0.0) if whole_epoch else (args.steps, args.min_seconds)
+
+    def column(loader: Iterable | None) -> float:
+        if loader is None:   # the ceiling
+            stream, warm = ready, Take(ready, args.warmup, device)
+        elif whole_epoch:    # warm the model on the fixed batch; time a fresh epoch, start-up included
+            stream, warm = iter(loader), Take(ready, args.warmup, device)
+        else:
+            stream = endless(loader)
+            warm = Take(stream, args.warmup, device)
+        rate = train_rate(net, initial, config, device, warm, Take(stream, steps, device, min_s))
+        if hasattr(stream, "close"):
+            stream.close()   # stops the plain loader's workers
+        return rate
+
+    rates = best_of(1 if whole_epoch else args.repeats,
+                    {"plain": lambda: column(plain), "ours": lambda: column(ours), "ceiling": lambda: column(None)})
+    what = "1 epoch" if whole_epoch else "steps"
+    return ratios({"row": f"{model} {MODELS[model]}px, {what}", "kind": "epoch" if whole_epoch else "steps",
+                   "model": model, "steps": steps, **rates})
+
+
+def hdf5_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> list[dict]:
+    """Loader img/s at 96 px with crop + flip: one read per image vs nmeplib's block reader.
+
+    The second row reads in the training process (``DATA.NUM_WORKERS=0``), which saves passing
+    every batch between processes; the first uses as many workers as ``plain``.
+    """
+    path = folder / "bench.hdf5"
+    rng = np.random.default_rng(0)
+
+    def part(k: int):
+        return rng.integers(0, 256, (k, 3, HDF5_SIZE, HDF5_SIZE), dtype=np.uint8), rng.integers(0, 10, k)
+
+    write_hdf5(path, {"train": part(args.hdf5_images), "val": part(args.batch_size),
+                      "test": (part(args.batch_size)[0], None)})
+
+    def ours(workers: int) -> float:
+        config = load_config("resnet18_medium_imagenet", [f"DATA.ROOT={path}", f"DATA.BATCH_SIZE={args.batch_size}",
+                                                          f"DATA.NUM_WORKERS={workers}", "DATA.AUGMENT=crop+flip"])
+        return loader_rate(build_loader(config, "train", device=device), args, device)
+
+    rates = best_of(args.repeats, {
+        "plain": lambda: loader_rate(plain_loader(PlainHDF5(str(path), HDF5_SIZE), args), args, device),
+        "ours": lambda: ours(args.workers), "in_process": lambda: ours(0)})
+    name = f"hdf5 {HDF5_SIZE}px crop+flip"
+    return [ratios({"row": f"{name}, {args.workers} workers", "kind": "loader", "model": "hdf5",
+                    "steps": args.hdf5_steps, "plain": rates["plain"], "ours": rates["ours"]}),
+            ratios({"row": f"{name}, ours in-process", "kind": "loader", "model": "hdf5 in-process",
+                    "steps": args.hdf5_steps, "plain": rates["plain"], "ours": rates["in_process"]})]
+
+
+class _Reached(Exception):
+    """Raised from a fit callback to stop once the target accuracy is reached."""
+
+
+def time_to_accuracy(args: argparse.Namespace, folder: Path) -> dict:
+    """Wall time for ``fit`` (ResNet18 on real CIFAR-10) to reach ``--target-acc`` validation accuracy."""
+    overrides = [f"DATA.ROOT={args.cifar}", "DATA.DOWNLOAD=false", f"OUTPUT={folder / 'fit'}",
+                 "WANDB.MODE=disabled", *([f"TRAIN.EPOCHS={args.acc_epochs}"] if args.acc_epochs else []),
+                 *args.acc_set]
+    config = load_config("resnet18_base", overrides)
+    history: list[dict] = []
+    start = time.perf_counter()
+
+    def check(row: dict) -> None:
+        history.append({**row, "wall_s": time.perf_counter() - start})
+        if row["val_acc"] >= args.target_acc:
+            raise _Reached
+
+    try:
+        fit(config, callbacks=[check])
+    except _Reached:
+        pass
+    last = history[-1]
+    return {"model": config.MODEL.NAME, "target_acc": args.target_acc, "reached": last["val_acc"] >= args.target_acc,
+            "epochs": last["epoch"], "epoch_cap": config.TRAIN.EPOCHS, "wall_s": last["wall_s"],
+            "best_val_acc": max(r["val_acc"] for r in history),
+            "train_img_per_s": sum(r["train_img_per_s"] for r in history) / len(history)}
+
+
+def _cell(row: dict, col: str) -> str:
+    value = row.get(col)
+    if value is None:
+        return "-"
+    if col == "ours/ceiling":
+        return f"{100 * value:.0f}%"
+    return f"{value:.1f}x" if "/" in col else f"{value:,.0f}"
+
+
+def _load(values: list[float]) -> str:
+    return " ".join(f"{x:.2f}" for x in values)
+
+
+def table(result: dict) -> str:
+    """The printed table: a header naming machine, load and data, then one line per row."""
+    m = result["meta"]
+    lines = [f"Training throughput, img/s: {m['device']} ({m['threads']} threads, {m['cpus']} CPUs), "
+             f"load average (1/5/15 min) {_load(m['load_avg'])} at start, {_load(m['load_avg_after'])} at end, "
+             f"torch {m['torch']}",
+             f"data: {m['data']}",
+             f"batch {m['batch_size']} in every column, {m['warmup']} warm-up batches untimed, "
+             f"loader workers {m['workers']}; " + (f"steps rows time >= {m['steps']} batches and >= "
+                                                   f"{m['min_seconds']:g} s per column, best of {m['repeats']}"
+                                                   if m["steps"] else
+                                                   "model rows time whole epochs"),
+             "augmentation: jitter+flip on the CIFAR rows (+ resize for AlexNet), crop+flip on the HDF5 row", ""]
+    head = f"{'row':34} {'plain':>8} {'ours':>8} {'ceiling':>8} {'ours/plain':>10} {'ours/ceil':>9}  target"
+    lines += [head, "-" * len(head)]
+    for row in result["rows"]:
+        target = f"{row['target']}: {'met' if row['met'] else 'MISSED'}" if "target" in row else ""
+        lines.append(f"{row['row']:34} {_cell(row, 'plain'):>8} {_cell(row, 'ours'):>8} {_cell(row, 'ceiling'):>8} "
+                     f"{_cell(row, 'ours/plain'):>10} {_cell(row, 'ours/ceiling'):>9}  {target}")
+    acc = result.get("time_to_accuracy")
+    if acc:
+        state = "reached" if acc["reached"] else f"NOT reached (best {acc['best_val_acc']:.2f}%)"
+        lines += ["", f"time to {acc['target_acc']:g}% val acc ({acc['model']}, fit): {state} after "
+                      f"{acc['epochs']}/{acc['epoch_cap']} epochs, {acc['wall_s']:.0f} s wall, "
+                      f"{acc['train_img_per_s']:,.0f} train img/s"]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cifar", default="", help="folder holding cifar-10-batches-py (else generated data)")
+    p.add_argument("--full", action="store_true",
+                   help="GPU run: batch 256, whole epochs for every model, more HDF5 batches, time to accuracy")
+    p.add_argument("--batch-size", type=int, help="per step, all columns (default 128; 256 with --full)")
+    p.add_argument("--steps", type=int, help="timed batches per model row (default 4); 0: whole epochs")
+    p.add_argument("--warmup", type=int, help="untimed batches before each measurement (default 1; 5 with --full)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="steps rows and the HDF5 row keep the best of this many turns per column")
+    p.add_argument("--min-seconds", type=float, default=3.0,
+                   help="step rows and the HDF5 row time at least this long, adding batches past --steps")
+    p.add_argument("--workers", type=int, default=2, help="loader worker processes, plain and ours")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in the training process (0: torch's default)")
+    p.add_argument("--images", type=int, default=50000, help="generated training images without --cifar")
+    p.add_argument("--hdf5-images", type=int, help="images in the generated HDF5 file (default 6144)")
+    p.add_argument("--hdf5-steps", type=int, help="timed HDF5 batches (default 20)")
+    p.add_argument("--time-to-acc", action="store_true", help="also time fit to --target-acc (on with --full)")
+    p.add_argument("--target-acc", type=float, default=94.0)
+    p.add_argument("--acc-epochs", type=int, default=0, help="epoch cap for --time-to-acc (0: the config's)")
+    p.add_argument("--acc-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for --time-to-acc, e.g. TRAIN.COMPILE=true")
+    p.add_argument("--out", default="benchmarks/results/throughput.json")
+    args = p.parse_args(argv)
+    full = args.full
+    for name, default, full_default in (("batch_size", 128, 256), ("steps", 4, 0), ("warmup", 1, 5),
+                                        ("hdf5_images", 6144, 32768),
+                                        ("hdf5_steps", 20, 100)):
+        if getattr(args, name) is None:
+            setattr(args, name, full_default if full else default)
+    args.time_to_acc = args.time_to_acc or full
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        result = run(args)
+    finally:
+        torch.set_num_threads(threads)
+    print(table(result), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every row, the optional time to accuracy, and what they ran on."""
+    device = default_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    split, source = cifar_train(args)
+    whole = args.steps == 0
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [model_row(model, split, whole, args, device) for model in MODELS]
+        rows += hdf5_rows(args, device, Path(tmp))
+        if not whole:
+            rows.append(model_row("lenet", split, True, args, device))
+        acc = time_to_accuracy(args, Path(tmp)) if args.time_to_acc and args.cifar else None
+    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "load_avg": list(load_before), "load_avg_after": list(os.getloadavg()),
+            "torch": torch.__version__, "data": source, "batch_size": args.batch_size, "warmup": args.warmup,
+            "steps": args.steps, "min_seconds": args.min_seconds, "repeats": args.repeats, "workers": args.workers,
+            "full": args.full,
+            "time_to_acc": None if acc or not args.time_to_acc else "skipped: needs --cifar"}
+    return {"meta": meta, "rows": rows, "time_to_accuracy": acc}
+
+
+if __name__ == "__main__":
+    main()

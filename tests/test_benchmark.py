@@ -1,0 +1,47 @@
+"""The throughput benchmark runs end to end on tiny settings and reports every row and column."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from helpers import write_cifar
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("throughput_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_reports_every_row_and_column(tmp_path):
+    bench = _load_benchmark()
+    out = tmp_path / "throughput.json"
+    bench.main(["--images", "192", "--batch-size", "4", "--steps", "2", "--warmup", "1",
+                "--hdf5-images", "64", "--hdf5-steps", "2", "--min-seconds", "0", "--threads", "1",
+                "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert "GENERATED" in result["meta"]["data"] and len(result["meta"]["load_avg"]) == 3
+    rows = {(r["kind"], r["model"]): r for r in result["rows"]}
+    expected = [("steps", m) for m in bench.MODELS] + [("loader", "hdf5"), ("loader", "hdf5 in-process"),
+                                                        ("epoch", "lenet")]
+    assert sorted(rows) == sorted(expected)
+    for key, row in rows.items():
+        columns = bench.LOADER_COLUMNS if key[0] == "loader" else bench.TRAIN_COLUMNS
+        assert all(row[c] > 0 for c in columns), row
+        assert row["steps"] > 0
+    assert rows["epoch", "lenet"]["steps"] == 192 // 4   # a whole epoch
+    assert all(isinstance(rows[k]["met"], bool) for k in bench.TARGETS if k in rows)
+
+
+def test_time_to_accuracy_runs_fit(tmp_path):
+    bench = _load_benchmark()
+    write_cifar(tmp_path, per_batch=16)
+    args = bench.parse_args(["--cifar", str(tmp_path), "--acc-epochs", "1", "--acc-set", "MODEL.NAME=lenet",
+                             "DATA.BATCH_SIZE=16", "TRAIN.WARMUP_EPOCHS=0"])
+    acc = bench.time_to_accuracy(args, tmp_path / "work")
+    assert acc["model"] == "lenet" and acc["epochs"] == 1 and acc["epoch_cap"] == 1
+    assert acc["reached"] is False and acc["wall_s"] > 0 and acc["train_img_per_s"] > 0
