@@ -208,8 +208,8 @@ def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.N
             stream.close()   # stops the plain loader's workers
         return rate
 
-    rates = best_of(1 if whole_epoch else args.repeats,
-                    {"plain": lambda: column(plain), "ours": lambda: column(ours), "ceiling": lambda: column(None)})
+    rates = best_of(args.repeats, {"plain": lambda: column(plain), "ours": lambda: column(ours),
+                                   "ceiling": lambda: column(None)})
     what = "1 epoch" if whole_epoch else "steps"
     return ratios({"row": f"{model} {MODELS[model]}px, {what}", "kind": "epoch" if whole_epoch else "steps",
                    "model": model, "steps": steps, **rates})
@@ -290,21 +290,20 @@ def _load(values: list[float]) -> str:
 def table(result: dict) -> str:
     """The printed table: a header naming machine, load and data, then one line per row."""
     m = result["meta"]
+    timed = (f"steps rows time >= {m['steps']} batches and >= {m['min_seconds']:g} s per column" if m["steps"]
+             else "model rows time whole epochs")
     lines = [f"Training throughput, img/s: {m['device']} ({m['threads']} threads, {m['cpus']} CPUs), "
              f"load average (1/5/15 min) {_load(m['load_avg'])} at start, {_load(m['load_avg_after'])} at end, "
              f"torch {m['torch']}",
              f"data: {m['data']}",
              f"batch {m['batch_size']} in every column, {m['warmup']} warm-up batches untimed, "
-             f"loader workers {m['workers']}; " + (f"steps rows time >= {m['steps']} batches and >= "
-                                                   f"{m['min_seconds']:g} s per column, best of {m['repeats']}"
-                                                   if m["steps"] else
-                                                   "model rows time whole epochs"),
-             "augmentation: jitter+flip on the CIFAR rows (+ resize for AlexNet), crop+flip on the HDF5 row", ""]
-    head = f"{'row':34} {'plain':>8} {'ours':>8} {'ceiling':>8} {'ours/plain':>10} {'ours/ceil':>9}  target"
+             f"loader workers {m['workers']}; {timed}; best of {m['repeats']} turns",
+             "augmentation: jitter+flip on the CIFAR rows (+ resize for AlexNet), crop+flip on the HDF5 rows", ""]
+    head = f"{'row':38} {'plain':>8} {'ours':>8} {'ceiling':>8} {'ours/plain':>10} {'ours/ceil':>9}  target"
     lines += [head, "-" * len(head)]
     for row in result["rows"]:
         target = f"{row['target']}: {'met' if row['met'] else 'MISSED'}" if "target" in row else ""
-        lines.append(f"{row['row']:34} {_cell(row, 'plain'):>8} {_cell(row, 'ours'):>8} {_cell(row, 'ceiling'):>8} "
+        lines.append(f"{row['row']:38} {_cell(row, 'plain'):>8} {_cell(row, 'ours'):>8} {_cell(row, 'ceiling'):>8} "
                      f"{_cell(row, 'ours/plain'):>10} {_cell(row, 'ours/ceiling'):>9}  {target}")
     acc = result.get("time_to_accuracy")
     if acc:
@@ -321,11 +320,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help="GPU run: batch 256, whole epochs for every model, more HDF5 batches, time to accuracy")
     p.add_argument("--batch-size", type=int, help="per step, all columns (default 128; 256 with --full)")
-    p.add_argument("--steps", type=int, help="timed batches per model row (default 4); 0: whole epochs")
+    p.add_argument("--steps", type=int, help="timed batches per model row (default 2); 0: whole epochs")
     p.add_argument("--warmup", type=int, help="untimed batches before each measurement (default 1; 5 with --full)")
-    p.add_argument("--repeats", type=int, default=2,
-                   help="steps rows and the HDF5 row keep the best of this many turns per column")
-    p.add_argument("--min-seconds", type=float, default=3.0,
+    p.add_argument("--repeats", type=int, help="every row keeps the best of this many turns per column "
+                                               "(default 3; 2 with --full)")
+    p.add_argument("--min-seconds", type=float, default=2.0,
                    help="step rows and the HDF5 row time at least this long, adding batches past --steps")
     p.add_argument("--workers", type=int, default=2, help="loader worker processes, plain and ours")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the training process (0: torch's default)")
@@ -340,9 +339,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results/throughput.json")
     args = p.parse_args(argv)
     full = args.full
-    for name, default, full_default in (("batch_size", 128, 256), ("steps", 4, 0), ("warmup", 1, 5),
-                                        ("hdf5_images", 6144, 32768),
-                                        ("hdf5_steps", 20, 100)):
+    defaults = {"batch_size": (128, 256), "steps": (2, 0), "warmup": (1, 5), "repeats": (3, 2),
+                "hdf5_images": (6144, 32768), "hdf5_steps": (20, 100)}   # name: (default, with --full)
+    for name, (default, full_default) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, full_default if full else default)
     args.time_to_acc = args.time_to_acc or full

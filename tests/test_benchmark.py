@@ -20,8 +20,8 @@ def _load_benchmark():
 def test_benchmark_reports_every_row_and_column(tmp_path):
     bench = _load_benchmark()
     out = tmp_path / "throughput.json"
-    bench.main(["--images", "192", "--batch-size", "4", "--steps", "2", "--warmup", "1",
-                "--hdf5-images", "64", "--hdf5-steps", "2", "--min-seconds", "0", "--threads", "1",
+    bench.main(["--images", "192", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                "--min-seconds", "0", "--hdf5-images", "64", "--hdf5-steps", "2", "--threads", "1",
                 "--out", str(out)])
     result = json.loads(out.read_text())
     assert "GENERATED" in result["meta"]["data"] and len(result["meta"]["load_avg"]) == 3
