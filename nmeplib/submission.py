@@ -33,7 +33,8 @@ def predict(path: str | Path, overrides: Iterable[str] | Mapping = (), split: st
     """Predictions of a checkpoint's model on ``split``, in the split's order.
 
     The checkpoint's config says where the data is; ``overrides`` (``DATA.ROOT=...``) change it.
-    Returns the ``evaluate`` result plus ``num_classes`` and ``num_images``.
+    Returns the ``evaluate`` result plus ``num_classes``, ``num_images``, the ``dataset``
+    (an ``ImageSplit``, for showing images) and the ``config`` used.
     """
     from .engine import evaluate
 
@@ -43,6 +44,7 @@ def predict(path: str | Path, overrides: Iterable[str] | Mapping = (), split: st
     result = evaluate(model, loader, device)
     result["num_classes"] = model_num_classes(model)
     result["num_images"] = len(loader.dataset_info)
+    result["dataset"], result["config"] = loader.dataset_info, config
     return result
 
 

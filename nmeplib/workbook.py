@@ -251,15 +251,11 @@ def prediction_grid(checkpoint: str | os.PathLike, *, split: str = "val", n: int
     Returns ``(figure, result)`` where ``result`` is ``engine.evaluate``'s (accuracy over the
     whole split, all predictions) plus ``indices`` of the images shown. Wrong ones are red.
     """
-    from .data import build_dataset, build_loader
-    from .engine import evaluate
     from .plots import image_grid
-    from .submission import load_model
+    from .submission import predict
 
-    model, config = load_model(checkpoint, dict(overrides or {}))
-    device = next(model.parameters()).device
-    dataset = build_dataset(config, split)
-    result = evaluate(model, build_loader(config, split, device=device, dataset=dataset), device)
+    result = predict(checkpoint, dict(overrides or {}), split=split)
+    dataset, config = result["dataset"], result["config"]
     gen = torch.Generator().manual_seed(seed)
     indices = torch.randperm(len(dataset), generator=gen)[:n].sort().values
     images, labels = dataset.get(indices)

@@ -51,22 +51,29 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _indices(self) -> torch.Tensor:
+    def _bounds(self) -> tuple[int, int]:
+        """This rank's slice: of the epoch's permutation (equal shares) or of the split (contiguous)."""
         n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=generator(torch.device("cpu"), self.seed * 1000 + self.epoch))
             per_rank = n // self.world_size
-            return order[self.rank * per_rank:(self.rank + 1) * per_rank]
-        bounds = [n * r // self.world_size for r in range(self.world_size + 1)]
-        return torch.arange(bounds[self.rank], bounds[self.rank + 1])
+            return self.rank * per_rank, (self.rank + 1) * per_rank
+        return n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
 
-    def __len__(self) -> int:
-        n = len(self._indices())
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    def _indices(self) -> torch.Tensor:
+        start, stop = self._bounds()
+        if not self.shuffle:
+            return torch.arange(start, stop)
+        gen = generator(torch.device("cpu"), self.seed * 1000 + self.epoch)
+        return torch.randperm(len(self.labels), generator=gen)[start:stop]
 
     @property
     def num_samples(self) -> int:
-        return len(self._indices())
+        start, stop = self._bounds()
+        return stop - start
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         indices = self._indices().to(self.device)
