@@ -124,12 +124,13 @@ class Augment:
         self.policy = POLICIES[policy]() if policy else None
         self._on_device: dict = {}
 
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` in place, with the constants cached per device."""
-        if x.device not in self._on_device:
-            self._on_device[x.device] = self.mean.to(x.device), self.std.to(x.device)
-        mean, std = self._on_device[x.device]
-        return x.sub_(mean).div_(std)
+    def _normalise(self, x: torch.Tensor, top: float) -> torch.Tensor:
+        """``(x / top - mean) / std`` in place, as one multiply-add with constants cached per device."""
+        if (x.device, top) not in self._on_device:
+            scale, shift = 1 / (top * self.std), -self.mean / self.std
+            self._on_device[x.device, top] = scale.to(x.device), shift.to(x.device)
+        scale, shift = self._on_device[x.device, top]
+        return x.mul_(scale).add_(shift)
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         if self.policy is not None:  # torchvision draws its own ops per image
@@ -140,13 +141,14 @@ class Augment:
             images = random_crop(images, max(1, images.shape[-1] // 8), gen, flip="flip" in self.parts)
         elif "flip" in self.parts:
             images = random_flip(images, gen)
-        x = images.div(255)   # float32 in one pass
+        x = images.to(torch.float32, copy=True)   # then in place; uint8.div(255) is slow on the CPU
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
                               antialias=x.shape[-1] > self.img_size, align_corners=False)
+        top = 255.0   # the pixel range; jitter works in [0, 1], otherwise 1/255 joins the normalisation
         if "jitter" in self.parts:
-            x = colour_jitter(x, gen)
-        x = self._normalise(x)
+            x, top = colour_jitter(x.div_(255), gen), 1.0
+        x = self._normalise(x, top)
         if "erase" in self.parts:
             x = random_erase(x, gen)
         return x

@@ -345,7 +345,10 @@ class HDF5Blocks(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return self.batches(*((info.id, info.num_workers) if info else (0, 1)))
+
+    def batches(self, worker: int, workers: int) -> Iterator[Batch]:
+        """The batches worker ``worker`` of ``workers`` yields (see the class docstring)."""
         f = self._handle()
         if self.shuffle:
             return self._shuffled(f, worker, workers)

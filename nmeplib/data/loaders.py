@@ -8,26 +8,11 @@ same whether a run was resumed or not.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
-from torch.utils.data import DataLoader
 
 from ..runtime import generator
 from .augment import Augment
-
-
-@contextmanager
-def _at_most_threads(n: int):
-    """Run the block with at most ``n`` intra-op threads."""
-    before = torch.get_num_threads()
-    if n < before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n < before:
-            torch.set_num_threads(before)
+from .workers import SlotWorkers
 
 
 class TensorLoader:
@@ -87,7 +72,8 @@ class TensorLoader:
 
 
 class StreamLoader:
-    """Batches streamed from an ``HDF5Blocks`` dataset by worker processes."""
+    """Batches streamed from an ``HDF5Blocks`` dataset, read in ``num_workers`` processes
+    (``SlotWorkers``) or, with 0, in this process."""
 
     def __init__(self, dataset, augment: Augment, *, num_workers: int, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
@@ -95,6 +81,7 @@ class StreamLoader:
         self.device = torch.device(device)
         self.num_workers = num_workers
         self.epoch = 0
+        self._workers: SlotWorkers | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -107,17 +94,21 @@ class StreamLoader:
     def num_samples(self) -> int:
         return self.dataset.num_samples
 
+    def _batches(self):
+        if not self.num_workers:
+            return self.dataset.batches(0, 1)
+        if self._workers is None:   # the slots are allocated once and reused every epoch
+            shape = (3, self.dataset.img_size, self.dataset.img_size)
+            self._workers = SlotWorkers(self.dataset, self.num_workers, shape)
+        return iter(self._workers)
+
     def __iter__(self):
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if self.num_workers else None)
         gen = generator(self.device, self.seed * 1000 + self.epoch + 1)
-        # On the CPU the workers keep cores busy; augmenting with every thread would leave
-        # OpenMP threads waiting for cores, so augment with the threads the workers leave.
-        spare = torch.get_num_threads() - self.num_workers if self.device.type == "cpu" else torch.get_num_threads()
-        for images, labels, _ in loader:
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            with _at_most_threads(max(1, spare)):
-                images = self.augment(images, gen)
-            yield images, labels
+        cuda = self.device.type == "cuda"
+        for images, labels, _ in self._batches():
+            if cuda:  # pinned copies, so the transfer neither waits for the GPU nor blocks the host
+                images = images.pin_memory().to(self.device, non_blocking=True)
+                labels = labels.pin_memory().to(self.device, non_blocking=True)
+            else:     # the images become a new float tensor below; the labels are copied out of the slot
+                labels = labels.to(self.device, copy=True)
+            yield self.augment(images, gen), labels
