@@ -82,12 +82,12 @@ def endless(loader: Iterable) -> Iterator:
 class PlainImages(Dataset):
     """The course's former pipeline: one PIL image at a time through torchvision transforms."""
 
-    def __init__(self, split: ImageSplit, img_size: int) -> None:
+    def __init__(self, split: ImageSplit, img_size: int, train: bool = True) -> None:
         self.images = np.ascontiguousarray(split.images.permute(0, 2, 3, 1).numpy())  # N x H x W x 3
         self.labels = split.labels.tolist()
         resize = [T.Resize(img_size)] if img_size != self.images.shape[1] else []
-        self.transform = T.Compose([*resize, T.ColorJitter(0.4, 0.4, 0.4), T.RandomHorizontalFlip(),
-                                    T.ToTensor(), T.Normalize(split.mean, split.std)])
+        augment = [T.ColorJitter(0.4, 0.4, 0.4), T.RandomHorizontalFlip()] if train else []
+        self.transform = T.Compose([*resize, *augment, T.ToTensor(), T.Normalize(split.mean, split.std)])
 
     def __len__(self) -> int:
         return len(self.labels)

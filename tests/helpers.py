@@ -1,10 +1,20 @@
-"""Generated datasets in the official formats, for tests."""
+"""Generated datasets in the official formats, and the benchmark's plain recipe, for tests."""
 from __future__ import annotations
 
+import importlib.util
 import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from nmeplib.config import Config
+from nmeplib.data import build_dataset, build_loader
+from nmeplib.engine import prepare_model, train_one_epoch, validate
+from nmeplib.optim import Schedule, build_optimizer
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -23,3 +33,35 @@ def write_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CIFAR_CLASSES], b"num_vis": 3072}, f)
     return folder
+
+
+def load_benchmark():
+    """``benchmarks/throughput.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("throughput_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def recipe_accuracy(config: Config, plain: bool, workers: int = 0) -> float:
+    """Validation accuracy after ``TRAIN.EPOCHS`` epochs of ``config`` on the CPU, fed either by
+    the benchmark's plain per-image recipe (course jitter + flip) or by ``build_loader``.
+    Model initialisation, optimizer and schedule are the same for both."""
+    device = torch.device("cpu")
+    train_split, val_split = build_dataset(config, "train"), build_dataset(config, "val")
+    size, batch = config.DATA.IMG_SIZE, config.DATA.BATCH_SIZE
+    if plain:
+        bench = load_benchmark()
+        train = DataLoader(bench.PlainImages(train_split, size), batch_size=batch, shuffle=True, drop_last=True,
+                           num_workers=workers, generator=torch.Generator().manual_seed(config.SEED))
+        val = DataLoader(bench.PlainImages(val_split, size, train=False), batch_size=batch, num_workers=workers)
+    else:
+        train = build_loader(config, "train", device=device, dataset=train_split)
+        val = build_loader(config, "val", device=device, dataset=val_split)
+    torch.manual_seed(config.SEED)
+    model = prepare_model(config, train_split.num_classes, device)
+    optimizer = build_optimizer(config, model)
+    schedule = Schedule(config, optimizer, len(train))
+    for epoch in range(config.TRAIN.EPOCHS):
+        train_one_epoch(model, train, optimizer, device, schedule=schedule, epoch=epoch)
+    return validate(model, val, device)["acc"]

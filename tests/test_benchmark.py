@@ -1,20 +1,9 @@
 """The throughput benchmark runs end to end on tiny settings and reports every row and column."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-from helpers import write_cifar
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark as _load_benchmark, write_cifar
 
 
 def test_benchmark_reports_every_row_and_column(tmp_path):

@@ -3,7 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from statistics import mean
+
 import pytest
+from helpers import recipe_accuracy
 
 from nmeplib.config import load_config
 from nmeplib.data import build_dataset
@@ -35,3 +38,16 @@ def test_lenet_one_epoch_learns(cifar_root, tmp_path):
                                         f"OUTPUT={tmp_path}"])
     history = fit(config)
     assert history[0]["val_acc"] > 25.0  # chance is 10%; one epoch of the sigmoid LeNet gives about 30%
+
+
+def test_same_recipe_same_accuracy_one_epoch(cifar_root):
+    # LeNet, course jitter + flip, one epoch, plain recipe with 2 workers. One epoch is noisy
+    # (23-27 % over seeds 0-2 for either pipeline); two seeds each must agree within 3 points.
+    plain, ours = [], []
+    for seed in (0, 1):
+        config = load_config("lenet_base", [f"DATA.ROOT={cifar_root}", "DATA.DOWNLOAD=false", "DATA.AUGMENT=course",
+                                            "TRAIN.EPOCHS=1", f"SEED={seed}"])
+        plain.append(recipe_accuracy(config, plain=True, workers=2))
+        ours.append(recipe_accuracy(config, plain=False))
+    assert min(plain + ours) > 18.0, (plain, ours)
+    assert abs(mean(plain) - mean(ours)) < 3.0, (plain, ours)
