@@ -97,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
+    from .data.workers import WorkerError
     from .engine import TrainingDiverged
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         init_distributed()
         status = run()
-    except (ConfigError, DatasetError, TrainingDiverged, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DatasetError, TrainingDiverged, WorkerError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

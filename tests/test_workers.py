@@ -124,3 +124,12 @@ def test_killed_worker_is_reported_not_waited_for():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="positive"):
         SlotWorkers(Source(), 0, (1,))
+
+
+def test_too_little_shared_memory_is_refused_up_front(monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 2**30 - 2**20, 2**20))
+    source = Source()
+    source.batch_size = 256   # 2 workers x 3 slots x 256 x 96 px images: about 41 MiB
+    with pytest.raises(WorkerError, match=r"need 41 MiB of shared memory but /dev/shm has 1 MiB free.*NUM_WORKERS=0"):
+        SlotWorkers(source, 2, (3, 96, 96), depth=3)

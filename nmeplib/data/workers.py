@@ -12,6 +12,8 @@ iterable dataset gives (worker 0, 1, ..., skipping finished workers).
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import traceback
 from multiprocessing.connection import Connection
 from typing import Iterator, Protocol
@@ -22,6 +24,7 @@ import torch.multiprocessing as mp
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _DONE = "done"
 _POLL_S = 1.0
+SHM = "/dev/shm"
 
 
 class BatchSource(Protocol):
@@ -89,6 +92,18 @@ def _work(source: BatchSource, worker: int, workers: int, slots: tuple[torch.Ten
             pass
 
 
+def _check_shared_memory(nbytes: int) -> None:
+    """Refuse clearly, rather than die of a bus error, when /dev/shm cannot hold the slots."""
+    try:
+        free = shutil.disk_usage(SHM).free
+    except OSError:
+        return                            # no /dev/shm to ask (not Linux)
+    if nbytes > free:
+        raise WorkerError(f"the loader workers need {nbytes / 2**20:.0f} MiB of shared memory but {SHM} has "
+                          f"{free / 2**20:.0f} MiB free; lower DATA.NUM_WORKERS or DATA.BATCH_SIZE, read "
+                          f"in-process with DATA.NUM_WORKERS=0, or give the container more (docker --shm-size)")
+
+
 class SlotWorkers:
     """Iterate ``source`` for its current epoch in ``num_workers`` processes through shared slots.
 
@@ -103,6 +118,8 @@ class SlotWorkers:
             raise ValueError("num_workers and depth must be positive")
         self.source, self.num_workers, self.depth = source, num_workers, depth
         b = source.batch_size
+        per_batch = b * (int(torch.Size(image_shape).numel()) + 16)
+        _check_shared_memory(num_workers * depth * per_batch)
         self.slots = tuple(t.share_memory_() for t in (
             torch.empty((num_workers, depth, b, *image_shape), dtype=torch.uint8),
             torch.empty((num_workers, depth, b), dtype=torch.int64),
@@ -164,7 +181,9 @@ class SlotWorkers:
             msg = conn.recv()
         except (EOFError, OSError):
             proc.join(timeout=5)
-            raise WorkerError(f"loader worker {w} exited unexpectedly (exit code {proc.exitcode})") from None
+            hint = (": a bus error, most likely too little shared memory in /dev/shm (see the "
+                    "message at start-up)" if proc.exitcode == -signal.SIGBUS else "")
+            raise WorkerError(f"loader worker {w} exited unexpectedly (exit code {proc.exitcode}){hint}") from None
         if isinstance(msg, str) and msg != _DONE:
             raise WorkerError(f"loader worker {w} failed:\n{msg}")
         return msg
