@@ -1,0 +1,197 @@
+"""Notebook settings: paths, smoke mode, configs from notebook parameters and the demo
+MediumImageNet file.
+
+Every notebook starts with a ``parameters`` cell (papermill sets those) and then calls
+:func:`smoke_mode` and :func:`notebook_config`. Smoke mode (``NMEPLIB_SMOKE=1``) swaps the
+real datasets for scikit-learn's bundled digits and shrinks image sizes, epochs and sweeps,
+so every notebook runs in well under a minute on a laptop CPU with no data files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import Config, load_config
+
+SMOKE_ENV = "NMEPLIB_SMOKE"
+DEMO_HDF5 = "medium-imagenet-demo-{size}.hdf5"
+
+# Notebook parameter -> config key (see notebook_config).
+PARAMETER_KEYS: dict[str, str] = {
+    "model": "MODEL.NAME", "data_root": "DATA.ROOT", "epochs": "TRAIN.EPOCHS", "batch_size": "DATA.BATCH_SIZE",
+    "lr": "TRAIN.LR", "img_size": "DATA.IMG_SIZE", "seed": "SEED", "output_dir": "OUTPUT",
+    "wandb_mode": "WANDB.MODE", "augment": "DATA.AUGMENT", "optimizer": "TRAIN.OPTIMIZER",
+    "scheduler": "TRAIN.SCHEDULER", "weight_decay": "TRAIN.WEIGHT_DECAY", "dropout": "MODEL.DROPOUT",
+    "activation": "MODEL.ACTIVATION", "warmup_epochs": "TRAIN.WARMUP_EPOCHS", "num_workers": "DATA.NUM_WORKERS",
+    "label_smoothing": "TRAIN.LABEL_SMOOTHING", "wandb_project": "WANDB.PROJECT", "wandb_group": "WANDB.GROUP",
+    "wandb_name": "WANDB.NAME",
+}
+
+# Smoke mode, all in one place. Image size per model (AlexNet needs at least 63 px, LeNet
+# exactly 32; ResNet18 takes any size, and digits are 8 px originals), and the most epochs
+# and the largest batch a smoke run uses.
+SMOKE_IMG_SIZE = {"lenet": 32, "alexnet": 64, "resnet18": 16}
+SMOKE_MAX_EPOCHS = {"lenet": 2, "alexnet": 1, "resnet18": 1}
+SMOKE_MAX_BATCH = {"lenet": 64, "alexnet": 128, "resnet18": 64}
+# Other notebook settings in smoke mode (see smoke_values): two members per sweep, a short
+# throughput sweep, and small batches for the model comparison.
+SMOKE_VALUES: dict[str, Any] = {
+    "lrs": [1e-3, 1e-2],
+    "batch_sizes": [64, 63],
+    "augments": ["standard", "crop+flip+erase"],
+    "variations": {"sgd": {"TRAIN.OPTIMIZER": "sgd", "TRAIN.LR": 0.03}, "relu": {"MODEL.ACTIVATION": "relu"}},
+    "max_batch_size": 8,
+    "compare_batch_size": 4,
+    "timed_steps": 1,
+    "warmup_steps": 1,
+}
+
+
+# ----------------------------------------------------------------------------- paths and modes
+
+def smoke_mode(value: bool | str | None = None) -> bool:
+    """Whether to run small: ``value`` if given, else ``$NMEPLIB_SMOKE`` ("1", "true" or "yes").
+
+    The answer is written back to ``$NMEPLIB_SMOKE`` in this process, so notebooks it starts
+    (a sweep's papermill members) run in the same mode.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = os.environ.get(SMOKE_ENV, "")
+    if isinstance(value, str):
+        value = value.strip().lower() in ("1", "true", "yes", "on")
+    smoke = bool(value)
+    os.environ[SMOKE_ENV] = "1" if smoke else "0"
+    return smoke
+
+
+def repo_root() -> Path:
+    """The workbook's folder (the one holding ``notebooks/`` and ``nmeplib/``).
+
+    Found from the working directory upwards, so a notebook run from ``notebooks/`` or from
+    the repository root writes to the same place; else the folder of this package's
+    checkout; else the working directory.
+    """
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "notebooks").is_dir() and (folder / "nmeplib" / "__init__.py").is_file():
+            return folder
+    checkout = Path(__file__).resolve().parents[2]   # nmeplib/workbook/settings.py -> the checkout
+    if (checkout / "notebooks").is_dir():
+        return checkout
+    return cwd
+
+
+def output_path(path: str | os.PathLike, smoke: bool = False) -> Path:
+    """An absolute output folder: relative paths count from :func:`repo_root`.
+
+    In smoke mode a relative path goes under ``runs/smoke/`` (``runs/04_alexnet`` becomes
+    ``runs/smoke/04_alexnet``), so smoke runs never mix with, or resume, real ones.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    if smoke:
+        parts = path.parts[1:] if path.parts[:1] == ("runs",) else path.parts
+        return repo_root() / "runs" / "smoke" / Path(*parts)
+    return repo_root() / path
+
+
+# ----------------------------------------------------------------------------- configs
+
+def make_demo_hdf5(path: str | os.PathLike, img_size: int = 32) -> Path:
+    """Write the bundled digits as a MediumImageNet-style HDF5 file and return its path.
+
+    train/val/test are the digits splits (1,257 / 269 / 271 images); like the real file,
+    the test split carries no labels. The file goes through the same code as the course
+    file (``data.hdf5.write_hdf5``), so training, evaluation and ``submission.csv`` on it
+    exercise the real HDF5 path. An existing file of the same image size is reused.
+    """
+    from ..data import digits
+    from ..data.common import DatasetError
+    from ..data.hdf5 import inspect_hdf5, write_hdf5
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            if inspect_hdf5(path)["img_size"] == img_size:
+                return path
+        except DatasetError:
+            pass
+    splits = {}
+    for split in ("train", "val", "test"):
+        images, labels = digits.load_split(split, img_size)
+        splits[split] = (images.numpy(), None if split == "test" else labels.numpy())
+    return write_hdf5(path, splits, class_names=list(digits.CLASS_NAMES))
+
+
+def smoke_overrides(config: Config, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config changes that make ``config`` a smoke run (digits data, small sizes).
+
+    Image size, dataset and data root are replaced; epochs and batch size are capped, so a
+    smaller value set on purpose (``-p epochs 1``) stays. Warm-up is dropped, and W&B is off
+    unless a mode was given explicitly (``given`` holds the notebook's parameters). A
+    MediumImageNet config gets a small HDF5 file made from digits (:func:`make_demo_hdf5`)
+    inside its output folder instead of the course file.
+    """
+    given = given or {}
+    model = config.MODEL.NAME
+    size = SMOKE_IMG_SIZE[model]
+    overrides: dict[str, Any] = {
+        "DATA.IMG_SIZE": size, "DATA.NUM_WORKERS": 0, "DATA.DOWNLOAD": False, "DATA.CLASS_NAMES": "",
+        "DATA.BATCH_SIZE": min(config.DATA.BATCH_SIZE, SMOKE_MAX_BATCH[model]),
+        "TRAIN.EPOCHS": min(config.TRAIN.EPOCHS, SMOKE_MAX_EPOCHS[model]), "TRAIN.WARMUP_EPOCHS": 0,
+    }
+    if config.DATA.DATASET == "medium_imagenet":
+        demo = Path(config.OUTPUT) / "demo-data" / DEMO_HDF5.format(size=size)
+        overrides["DATA.ROOT"] = str(make_demo_hdf5(demo, size))
+    else:
+        overrides.update({"DATA.DATASET": "digits", "DATA.ROOT": ""})
+    if not given.get("wandb_mode"):
+        overrides["WANDB.MODE"] = "disabled"
+    return overrides
+
+
+def notebook_config(name: str | os.PathLike, *, smoke: bool = False, smoke_model: str | None = None,
+                    overrides: Mapping[str, Any] | None = None, **params: Any) -> Config:
+    """The config a notebook trains: shipped config ``name``, then the notebook's parameters.
+
+    ``params`` are notebook parameter names (``lr=1e-3, batch_size=256, output_dir=...``, see
+    :data:`PARAMETER_KEYS`); None leaves the config's value. ``overrides`` are further
+    config keys. ``output_dir`` is resolved by :func:`output_path`. With ``smoke`` the
+    :func:`smoke_overrides` come last, and ``smoke_model`` (if given) replaces the model.
+    """
+    unknown = sorted(set(params) - set(PARAMETER_KEYS))
+    if unknown:
+        raise TypeError(f"notebook_config got unknown parameter(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(PARAMETER_KEYS)}")
+    values = {PARAMETER_KEYS[k]: v for k, v in params.items() if v is not None}
+    if "output_dir" in params and params["output_dir"] is not None:
+        values["OUTPUT"] = str(output_path(params["output_dir"], smoke))
+    values.update(overrides or {})
+    if smoke and smoke_model:
+        values["MODEL.NAME"] = smoke_model
+    if not smoke:
+        return load_config(name, values)
+    # A first pass finds the model, sizes and output folder; smoke runs have no warm-up, so a
+    # short smoke run (-p epochs 1) is not refused for its warm-up.
+    config = load_config(name, {**values, "TRAIN.WARMUP_EPOCHS": 0})
+    return load_config(name, {**values, **smoke_overrides(config, params)})
+
+
+def smoke_values(smoke: bool, **values: Any) -> dict[str, Any]:
+    """The notebook's own settings ``values``, each replaced by its small smoke value
+    (:data:`SMOKE_VALUES`) when ``smoke`` is on and there is one."""
+    return {k: (SMOKE_VALUES[k] if smoke and k in SMOKE_VALUES else v) for k, v in values.items()}
+
+
+HYPERPARAMETERS = ("MODEL.NAME", "DATA.DATASET", "DATA.IMG_SIZE", "DATA.BATCH_SIZE", "DATA.AUGMENT",
+                   "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.LR", "TRAIN.OPTIMIZER", "TRAIN.SCHEDULER",
+                   "TRAIN.WEIGHT_DECAY", "TRAIN.LABEL_SMOOTHING", "MODEL.ACTIVATION", "MODEL.DROPOUT", "SEED")
+
+
+def hyperparameters(configs: Config | Mapping[str, Config]) -> list[dict]:
+    """A table (rows of ``key`` and one column per run) of the settings that shape training."""
+    named = {"value": configs} if isinstance(configs, Config) else dict(configs)
+    return [{"key": key, **{name: config.get_path(key) for name, config in named.items()}}
+            for key in HYPERPARAMETERS]
