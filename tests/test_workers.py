@@ -133,3 +133,41 @@ def test_too_little_shared_memory_is_refused_up_front(monkeypatch):
     source.batch_size = 256   # 2 workers x 3 slots x 256 x 96 px images: about 41 MiB
     with pytest.raises(WorkerError, match=r"need 41 MiB of shared memory but /dev/shm has 1 MiB free.*NUM_WORKERS=0"):
         SlotWorkers(source, 2, (3, 96, 96), depth=3)
+
+
+KILLED_PARENT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_workers import Source
+from nmeplib.data.workers import SlotWorkers
+workers = SlotWorkers(Source(n=50), 2, (1,), depth=1)
+batches = iter(workers)
+next(batches)   # mid-epoch: both workers wait for a free slot
+print(*[p.pid for p in workers._procs], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_exit_when_the_training_process_is_killed():
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = KILLED_PARENT.format(tests=str(Path(__file__).parent))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)
