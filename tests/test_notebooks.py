@@ -1,4 +1,5 @@
-"""The workbook notebooks: stored clean, papermill-ready parameters, and a real headless run."""
+"""The workbook notebooks: stored clean, papermill-ready parameters, real headless runs and
+progress widgets when a front end runs them."""
 from __future__ import annotations
 
 import ast
@@ -144,3 +145,29 @@ def test_papermill_run_of_alexnet_notebook(tmp_path, where):
     finally:
         if where != "root":
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def execute(name: str, *, front_end: bool) -> list:
+    """Run a notebook (smoke mode, from conftest) and return its outputs. ``front_end=True``
+    sends the execute requests with stdin allowed, as JupyterLab does; papermill and nbval do not."""
+    from nbclient import NotebookClient
+
+    nb = read(NOTEBOOK_DIR / f"{name}.ipynb")
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    if front_end:
+        client.on_notebook_start = lambda **_: setattr(client.kc, "allow_stdin", True)
+    client.execute()
+    return [out for cell in code_cells(nb) for out in cell.outputs]
+
+
+def test_progress_is_widgets_in_jupyterlab_and_quiet_headless():
+    shown = execute("03_training", front_end=True)
+    assert sum(WIDGET in out.get("data", {}) for out in shown) >= 2   # a bar per training and per validation
+    headless = execute("03_training", front_end=False)
+    assert not any(WIDGET in out.get("data", {}) for out in headless)
+    for outputs in (shown, headless):
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
