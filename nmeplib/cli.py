@@ -69,7 +69,8 @@ PASSTHROUGH = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nmeplib", description="Train, inspect and submit image classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
-    kv = dict(nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. TRAIN.LR=0.01 DATA.BATCH_SIZE=64")
+    kv = dict(nargs="+", default=[], metavar="KEY=VALUE",
+              help="config overrides, e.g. TRAIN.LR=0.01 DATA.BATCH_SIZE=64")
 
     t = sub.add_parser("train", help="train a model from a config")
     t.add_argument("--config", help="a shipped config name (lenet_base, ...) or a YAML path")

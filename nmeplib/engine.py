@@ -27,7 +27,8 @@ from .data import build_loader
 from .models import build_model_from_config
 from .models.summary import input_size_error
 from .optim import Schedule, build_optimizer
-from .runtime import barrier, default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything, synchronize
+from .runtime import (barrier, default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything,
+                      synchronize)
 from .tracking import Tracker
 
 LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)

@@ -17,8 +17,8 @@ EPOCHS = 6
 
 
 def digits(out, batch_size, *extra):
-    return load_config("digits_lenet", [f"OUTPUT={out}", f"TRAIN.EPOCHS={EPOCHS}", f"DATA.BATCH_SIZE={batch_size}", "MODEL.ACTIVATION=relu", "TRAIN.LR=3e-3",
-                                        *extra])
+    return load_config("digits_lenet", [f"OUTPUT={out}", f"TRAIN.EPOCHS={EPOCHS}", f"DATA.BATCH_SIZE={batch_size}",
+                                        "MODEL.ACTIVATION=relu", "TRAIN.LR=3e-3", *extra])
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,22 @@
 ``settings``: paths, smoke mode and configs from notebook parameters; ``views``: what a dataset
 split looks like; ``models``: model comparison tables; ``runs``: results of finished runs.
 """
-from .settings import (  # noqa: F401
+from .settings import (
     DEMO_HDF5, HYPERPARAMETERS, PARAMETER_KEYS, SMOKE_ENV, SMOKE_IMG_SIZE, SMOKE_MAX_BATCH,
     SMOKE_MAX_EPOCHS, SMOKE_VALUES, hyperparameters, make_demo_hdf5, notebook_config,
     output_path, repo_root, smoke_mode, smoke_overrides, smoke_values)
-from .runs import prediction_grid, read_summary, run_row, summary_row, with_speed  # noqa: F401
-from .views import (  # noqa: F401
+from .runs import prediction_grid, read_summary, run_row, summary_row, with_speed
+from .views import (
     augment_examples, channel_stats, class_counts, example_grid, examples_per_class,
     image_explorer, plot_augment, plot_class_counts, read_images, split_sizes, stats_table)
-from .models import flatten_width, memory_note, model_table, plot_model_comparison  # noqa: F401
+from .models import flatten_width, memory_note, model_table, plot_model_comparison
+
+__all__ = [
+    "DEMO_HDF5", "HYPERPARAMETERS", "PARAMETER_KEYS", "SMOKE_ENV", "SMOKE_IMG_SIZE",
+    "SMOKE_MAX_BATCH", "SMOKE_MAX_EPOCHS", "SMOKE_VALUES", "hyperparameters", "make_demo_hdf5",
+    "notebook_config", "output_path", "repo_root", "smoke_mode", "smoke_overrides",
+    "smoke_values", "prediction_grid", "read_summary", "run_row", "summary_row", "with_speed",
+    "augment_examples", "channel_stats", "class_counts", "example_grid", "examples_per_class",
+    "image_explorer", "plot_augment", "plot_class_counts", "read_images", "split_sizes",
+    "stats_table", "flatten_width", "memory_note", "model_table", "plot_model_comparison"
+]
