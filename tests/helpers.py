@@ -1,6 +1,7 @@
 """Generated datasets in the official formats, and the benchmark's plain recipe, for tests."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import pickle
 from pathlib import Path
@@ -35,6 +36,7 @@ def write_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     return folder
 
 
+@functools.cache
 def load_benchmark():
     """``benchmarks/throughput.py`` as a module."""
     spec = importlib.util.spec_from_file_location("throughput_benchmark", BENCHMARK)

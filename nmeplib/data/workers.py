@@ -25,6 +25,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _DONE = "done"
 _POLL_S = 1.0
 SHM = "/dev/shm"
+SHM_ADVICE = ("lower DATA.NUM_WORKERS or DATA.BATCH_SIZE, read in-process with DATA.NUM_WORKERS=0, "
+              "or give the container more (docker --shm-size)")
 
 
 class BatchSource(Protocol):
@@ -100,8 +102,7 @@ def _check_shared_memory(nbytes: int) -> None:
         return                            # no /dev/shm to ask (not Linux)
     if nbytes > free:
         raise WorkerError(f"the loader workers need {nbytes / 2**20:.0f} MiB of shared memory but {SHM} has "
-                          f"{free / 2**20:.0f} MiB free; lower DATA.NUM_WORKERS or DATA.BATCH_SIZE, read "
-                          f"in-process with DATA.NUM_WORKERS=0, or give the container more (docker --shm-size)")
+                          f"{free / 2**20:.0f} MiB free; {SHM_ADVICE}")
 
 
 class SlotWorkers:
@@ -118,7 +119,7 @@ class SlotWorkers:
             raise ValueError("num_workers and depth must be positive")
         self.source, self.num_workers, self.depth = source, num_workers, depth
         b = source.batch_size
-        per_batch = b * (int(torch.Size(image_shape).numel()) + 16)
+        per_batch = b * (int(torch.Size(image_shape).numel()) + 16)   # uint8 pixels + two int64
         _check_shared_memory(num_workers * depth * per_batch)
         self.slots = tuple(t.share_memory_() for t in (
             torch.empty((num_workers, depth, b, *image_shape), dtype=torch.uint8),
@@ -181,8 +182,8 @@ class SlotWorkers:
             msg = conn.recv()
         except (EOFError, OSError):
             proc.join(timeout=5)
-            hint = (": a bus error, most likely too little shared memory in /dev/shm (see the "
-                    "message at start-up)" if proc.exitcode == -signal.SIGBUS else "")
+            hint = (f": a bus error, most likely too little shared memory in {SHM}; {SHM_ADVICE}"
+                    if proc.exitcode == -signal.SIGBUS else "")
             raise WorkerError(f"loader worker {w} exited unexpectedly (exit code {proc.exitcode}){hint}") from None
         if isinstance(msg, str) and msg != _DONE:
             raise WorkerError(f"loader worker {w} failed:\n{msg}")
