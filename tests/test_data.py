@@ -1,3 +1,7 @@
+import os
+import pickle
+
+import numpy as np
 import pytest
 import torch
 
@@ -42,6 +46,46 @@ def test_cifar_corrupt_batch(tmp_path):
     (folder / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="data_batch_3"):
         build_dataset(cifar_config(tmp_path / "x", f"DATA.ROOT={tmp_path}"), "train")
+
+
+class Payload:
+    """Unpickles by calling ``call(*args)``: what a booby-trapped pickle does."""
+
+    def __init__(self, call, *args) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("call", ["open", "os.system"])
+@pytest.mark.parametrize("name", ["batches.meta", "data_batch_2"])
+def test_cifar_files_cannot_run_code(tmp_path, name, call):
+    folder = write_cifar(tmp_path)
+    marker = tmp_path / "marker"
+    payload = Payload(open, str(marker), "w") if call == "open" else Payload(os.system, f"touch {marker}")
+    with open(folder / name, "rb") as f:
+        batch = pickle.load(f)
+    batch[b"labels" if b"labels" in batch else b"label_names"].append(payload)
+    with open(folder / name, "wb") as f:
+        pickle.dump(batch, f)
+    refused = "io.open" if call == "open" else "posix.system"
+    with pytest.raises(DatasetError, match=rf"{folder / name} refers to {refused}"):
+        build_dataset(cifar_config(tmp_path / "y", f"DATA.ROOT={tmp_path}"), "train")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_reads_every_pickle_protocol(tmp_path, protocol):
+    folder = write_cifar(tmp_path)
+    for name in ("batches.meta", "test_batch"):
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f)
+        batch[b"num_cases_per_batch"] = np.int64(20)   # a numpy scalar, as some copies have
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=protocol)
+    val = build_dataset(cifar_config(tmp_path / "z", f"DATA.ROOT={tmp_path}"), "val")
+    assert len(val) == 20 and val.class_names == CIFAR_CLASSES
 
 
 def test_digits_splits_are_fixed_and_disjoint():

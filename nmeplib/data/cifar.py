@@ -41,14 +41,42 @@ def find_folder(root: str | Path, download: bool = True) -> Path:
     return root / FOLDER
 
 
+# The only globals the official batches (and numpy's newer pickle layouts) reference.
+SAFE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("_codecs", "encode"),   # bytes in protocol-2 pickles written by Python 3
+})
+
+
+class _RefusedGlobal(Exception):
+    pass
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Builds only dicts, lists, strings, numbers and numpy arrays: a file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DatasetError(f"CIFAR-10 file missing: {path}")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            batch = _SafeUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as err:
+        raise DatasetError(f"CIFAR-10 file {path} refers to {err}, which no CIFAR-10 batch contains; refusing "
+                           f"to load it (replace the file with the official one, see data_links.md)") from None
     except Exception as err:
         raise DatasetError(f"CIFAR-10 file {path} is not a python pickle batch: {err}") from None
+    if not isinstance(batch, dict):
+        raise DatasetError(f"CIFAR-10 file {path} holds a {type(batch).__name__}, not a batch dict")
+    return batch
 
 
 def class_names(folder: Path) -> list[str]:
