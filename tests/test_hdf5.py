@@ -10,9 +10,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from nmeplib.data.augment import Augment
 from nmeplib.data.common import DatasetError
 from nmeplib.data.hdf5 import (SPLITS, HDF5Blocks, default_class_names, inspect_hdf5,
                                load_split, read_class_names, read_labels, write_hdf5)
+from nmeplib.data.loaders import StreamLoader
 from nmeplib.data.make_hdf5 import build_from_folder, main
 
 SIZES = {"train": 37, "val": 13, "test": 11}
@@ -117,6 +119,51 @@ def test_missing_and_non_hdf5_files(tmp_path):
         inspect_hdf5(text)
     with pytest.raises(DatasetError, match="not an HDF5 file"):
         HDF5Blocks(text, "train", 4, shuffle=True)
+
+
+def test_truncated_file_is_one_line_error_naming_it(h5):
+    path, _ = h5
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    for call in (lambda: inspect_hdf5(path), lambda: load_split(path, "val", progress=False),
+                 lambda: HDF5Blocks(path, "train", 4, shuffle=True)):
+        with pytest.raises(DatasetError, match=r"truncated file.*download or build it again") as err:
+            call()
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def corrupt_chunk(path, key: str = "images-train", chunk: int = 2) -> None:
+    """Store ``key`` gzip-compressed in chunks of 4 images and garble its compressed chunk ``chunk``."""
+    with h5py.File(path, "a") as f:
+        data = f[key][()]
+        del f[key]
+        f.create_dataset(key, data=data, chunks=(4, *data.shape[1:]), compression="gzip")
+    with h5py.File(path, "r") as f:
+        info = f[key].id.get_chunk_info(chunk)
+    assert info.filter_mask == 0 and info.size > 8       # the chunk really is compressed
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + 2)
+        f.write(b"\xff" * (info.size - 4))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_corrupt_chunk_is_one_line_error_naming_it(h5, shuffle, num_workers):
+    path, _ = h5
+    corrupt_chunk(path)
+    assert inspect_hdf5(path)["num_samples"] == SIZES   # the metadata is intact
+    blocks = HDF5Blocks(path, "train", 4, shuffle=shuffle)
+    loader = StreamLoader(blocks, Augment("none", (0.5,) * 3, (0.25,) * 3, 8, train=False),
+                          num_workers=num_workers)
+    with pytest.raises(DatasetError, match=r"cannot read images-train rows \d+\.\.\d+ .*filter.*"
+                                           r"download or build it again") as err:
+        list(loader)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert ("in loader worker" in str(err.value)) == (num_workers > 0)
+    if loader._workers is not None:
+        assert loader._workers._procs == []                 # the workers were stopped
+    with pytest.raises(DatasetError, match=r"cannot read images-train rows 0\.\.36 "):
+        load_split(path, "train", progress=False)
 
 
 def test_labels_out_of_range_for_class_names(h5, tmp_path):

@@ -27,6 +27,7 @@ LABELED = ("train", "val")
 CLASS_NAMES_FILE = "class_names.txt"
 _LABEL_CHUNK = 65536
 _READ_BYTES = 64 * 2**20  # size of one read when loading a whole split
+_DAMAGED = "the file is damaged or incomplete: download or build it again (see data_links.md)"
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -51,7 +52,22 @@ def _open(path: str | os.PathLike, **kwargs) -> h5py.File:
         raise DatasetError(f"{path}: no such file; data_links.md says where to download the dataset")
     if not path.is_file() or not h5py.is_hdf5(path):
         raise DatasetError(f"{path}: not an HDF5 file")
-    return h5py.File(path, "r", **kwargs)
+    try:
+        return h5py.File(path, "r", **kwargs)
+    except OSError as err:   # e.g. "truncated file: eof = ..."
+        raise DatasetError(f"{path}: cannot be opened ({err}); {_DAMAGED}") from None
+
+
+def _rows(ds: h5py.Dataset, a: int, b: int, out: np.ndarray | None = None, at: int = 0) -> np.ndarray:
+    """``ds[a:b]``, or read into ``out[at:at + b - a]``; a failed read becomes a DatasetError."""
+    try:
+        if out is None:
+            return ds[a:b]
+        ds.read_direct(out, np.s_[a:b], np.s_[at:at + b - a])
+        return out
+    except OSError as err:   # e.g. a corrupt compressed chunk: "filter returned failure during read"
+        raise DatasetError(f"{ds.file.filename}: cannot read {ds.name[1:]} rows {a}..{b - 1} ({err}); "
+                           f"{_DAMAGED}") from None
 
 
 def _check_split(split: str) -> None:
@@ -136,7 +152,7 @@ def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None 
         found = _names_from_text(path, class_names) or _names_from_file(f)
         top = -1
         for split in LABELED:
-            labels = f[labels_key(split)][()]
+            labels = _rows(f[labels_key(split)], 0, counts[split])
             if labels.size and labels.min() < 0:
                 raise DatasetError(f"{path}: {labels_key(split)} has negative label {labels.min()}")
             top = max(top, int(labels.max()) if labels.size else -1)
@@ -232,7 +248,7 @@ def write_hdf5(path: str | os.PathLike,
 def _labels_or_missing(f: h5py.File, split: str, a: int, b: int) -> np.ndarray:
     if split == "test":
         return np.full(b - a, -1, np.int64)
-    return f[labels_key(split)][a:b].astype(np.int64)
+    return _rows(f[labels_key(split)], a, b).astype(np.int64)
 
 
 def read_labels(path: str | os.PathLike, split: str) -> torch.Tensor:
@@ -257,7 +273,7 @@ def load_split(path: str | os.PathLike, split: str,
         with tqdm(total=len(ds), desc=f"loading {split}", unit="img", disable=not progress) as bar:
             for a in range(0, len(ds), step):
                 b = min(a + step, len(ds))
-                ds.read_direct(images, np.s_[a:b], np.s_[a:b])
+                _rows(ds, a, b, images, a)
                 bar.update(b - a)
         labels = _labels_or_missing(f, split, 0, len(ds))
     return torch.from_numpy(images), torch.from_numpy(labels)
@@ -355,7 +371,7 @@ class HDF5Blocks(IterableDataset):
         return self._in_order(f, worker, workers)
 
     def _read(self, f: h5py.File, a: int, b: int) -> Batch:
-        images = f[images_key(self.split)][a:b]
+        images = _rows(f[images_key(self.split)], a, b)
         return (torch.from_numpy(images), torch.from_numpy(_labels_or_missing(f, self.split, a, b)),
                 torch.arange(a, b, dtype=torch.int64))
 
@@ -407,7 +423,7 @@ class HDF5Blocks(IterableDataset):
 
         for a, b in self._ranges(worker, workers):
             end = fill + b - a
-            images.read_direct(buf, np.s_[a:b], np.s_[fill:end])
+            _rows(images, a, b, buf, fill)
             labels[fill:end] = _labels_or_missing(f, self.split, a, b)
             index[fill:end] = np.arange(a, b)
             fill = end

@@ -21,6 +21,8 @@ from typing import Iterator, Protocol
 import torch
 import torch.multiprocessing as mp
 
+from .common import DatasetError
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _DONE = "done"
 _POLL_S = 1.0
@@ -51,7 +53,8 @@ class _Stop(Exception):
 def _work(source: BatchSource, worker: int, workers: int, slots: tuple[torch.Tensor, ...],
           conn: Connection, inherited: list[int]) -> None:
     """Worker loop. Messages in: an epoch number as ``("epoch", e)``, a returned slot
-    number, or ``None`` to stop. Out: ``(slot, size)`` per batch, then ``"done"``."""
+    number, or ``None`` to stop. Out: ``(slot, size)`` per batch, then ``"done"``; on failure a
+    DatasetError (a bad file: its message says it all) or the traceback of anything else."""
     for fd in inherited:  # the training process's ends of the other workers' pipes
         try:
             os.close(fd)
@@ -87,9 +90,9 @@ def _work(source: BatchSource, worker: int, workers: int, slots: tuple[torch.Ten
             conn.send(_DONE)
     except (_Stop, EOFError, BrokenPipeError, KeyboardInterrupt):
         pass                              # asked to stop, or the training process went away
-    except BaseException:
+    except BaseException as err:
         try:
-            conn.send(traceback.format_exc())
+            conn.send(DatasetError(str(err)) if isinstance(err, DatasetError) else traceback.format_exc())
         except OSError:
             pass
 
@@ -185,6 +188,8 @@ class SlotWorkers:
             hint = (f": a bus error, most likely too little shared memory in {SHM}; {SHM_ADVICE}"
                     if proc.exitcode == -signal.SIGBUS else "")
             raise WorkerError(f"loader worker {w} exited unexpectedly (exit code {proc.exitcode}){hint}") from None
+        if isinstance(msg, DatasetError):
+            raise DatasetError(f"{msg} (in loader worker {w})")
         if isinstance(msg, str) and msg != _DONE:
             raise WorkerError(f"loader worker {w} failed:\n{msg}")
         return msg
