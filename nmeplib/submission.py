@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
 
 from . import checkpoint as ckpt
+from .checkpoint import OutputError
 from .config import from_dict
-from .data import build_loader
+from .data import DatasetError, ImageSplit, build_loader
+
+__all__ = ["HEADER", "OutputError", "check_classes", "check_predictions", "load_model", "predict",
+           "read_submission", "write_submission"]
 
 HEADER = ("Id", "Category")
 
 
-def load_model(path: str | Path, overrides: Iterable[str] | Mapping = (), device: torch.device | str | None = None):
-    """The model of a checkpoint, in eval mode, and its config (with ``overrides`` applied)."""
+def _restore(path: str | Path, overrides: Iterable[str] | Mapping, device: torch.device | str | None):
+    """(model in eval mode, config with ``overrides``, the checkpoint's state)."""
     from .engine import prepare_model
     from .runtime import default_device
 
@@ -25,7 +28,31 @@ def load_model(path: str | Path, overrides: Iterable[str] | Mapping = (), device
     config = from_dict(state["config"], overrides)
     model = prepare_model(config, state["num_classes"], device)
     model.load_state_dict(state["model"])
-    return model.eval(), config
+    return model.eval(), config, state
+
+
+def load_model(path: str | Path, overrides: Iterable[str] | Mapping = (), device: torch.device | str | None = None):
+    """The model of a checkpoint, in eval mode, and its config (with ``overrides`` applied)."""
+    return _restore(path, overrides, device)[:2]
+
+
+def check_classes(checkpoint: str | Path, state: dict, data: ImageSplit) -> None:
+    """Raise DatasetError unless ``data`` has the classes the checkpoint's model was trained on:
+    the same number and, where both sides name them, the same names in the same order."""
+    from .data.hdf5 import default_class_names
+
+    trained = list(state.get("class_names") or default_class_names(state["num_classes"]))
+    named = [n for n in (trained, list(data.class_names)) if n != default_class_names(len(n))]
+    where = f"{data.name} data {data.path}" if data.path else f"the {data.name} data"
+    if len(trained) != data.num_classes:
+        problem = f"has {len(trained)} classes but {where} has {data.num_classes}"
+    elif len(named) == 2 and trained != named[1]:
+        i = next(i for i, (a, b) in enumerate(zip(trained, named[1])) if a != b)
+        problem = f"calls class {i} {trained[i]!r} but {where} calls it {named[1][i]!r}"
+    else:
+        return
+    raise DatasetError(f"checkpoint {checkpoint} {problem}: its predictions would not be this data's classes; "
+                       f"set DATA.ROOT to the data it was trained on, or use a checkpoint trained on this data")
 
 
 def predict(path: str | Path, overrides: Iterable[str] | Mapping = (), split: str = "test",
@@ -33,23 +60,21 @@ def predict(path: str | Path, overrides: Iterable[str] | Mapping = (), split: st
     """Predictions of a checkpoint's model on ``split``, in the split's order.
 
     The checkpoint's config says where the data is; ``overrides`` (``DATA.ROOT=...``) change it.
-    Returns the ``evaluate`` result plus ``num_classes``, ``num_images``, the ``dataset``
-    (an ``ImageSplit``, for showing images) and the ``config`` used.
+    Data whose classes differ from the checkpoint's raise DatasetError (see ``check_classes``).
+    Returns the ``evaluate`` result plus ``num_classes`` (the model's), ``num_images``, the
+    ``dataset`` (an ``ImageSplit``, for showing images) and the ``config`` used.
     """
     from .engine import evaluate
 
-    model, config = load_model(path, overrides, device)
+    model, config, state = _restore(path, overrides, device)
     device = next(model.parameters()).device
     loader = build_loader(config, split, device=device)
+    check_classes(path, state, loader.dataset_info)
     result = evaluate(model, loader, device)
-    result["num_classes"] = model_num_classes(model)
+    result["num_classes"] = state["num_classes"]
     result["num_images"] = len(loader.dataset_info)
     result["dataset"], result["config"] = loader.dataset_info, config
     return result
-
-
-def model_num_classes(model: torch.nn.Module) -> int:
-    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
 
 
 def check_predictions(predictions: torch.Tensor, num_images: int, num_classes: int) -> None:
@@ -62,18 +87,17 @@ def check_predictions(predictions: torch.Tensor, num_images: int, num_classes: i
 
 
 def write_submission(predictions: torch.Tensor, path: str | Path, num_images: int, num_classes: int) -> Path:
-    """Check, then write ``Id,Category`` rows (ids 0..N-1 in test-file order) atomically."""
+    """Check, then write ``Id,Category`` rows (ids 0..N-1 in test-file order) atomically: through a
+    temporary file beside ``path``, so a failure leaves any earlier submission as it was.
+    A folder at ``path``, a file where a parent folder should be, or a full disk raise OutputError."""
     predictions = torch.as_tensor(predictions).cpu()
     check_predictions(predictions, num_images, num_classes)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+
+    def write(f) -> None:
         writer = csv.writer(f)
         writer.writerow(HEADER)
         writer.writerows(enumerate(predictions.tolist()))
-    os.replace(tmp, path)
-    return path
+    return ckpt.atomic_write(path, write, "w")
 
 
 def read_submission(path: str | Path, num_images: int | None = None, num_classes: int | None = None) -> torch.Tensor:

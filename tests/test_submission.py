@@ -1,16 +1,24 @@
 """Kaggle submissions and the MediumImageNet path end to end, on generated HDF5 files."""
+import errno
+import os
+
 import numpy as np
 import pytest
 import torch
 
+from nmeplib.cli import main
 from nmeplib.config import load_config
-from nmeplib.data.hdf5 import write_hdf5
+from nmeplib.data import DatasetError
+from nmeplib.data.augment import Augment
+from nmeplib.data.build import IMAGENET_MEAN, IMAGENET_STD
+from nmeplib.data.hdf5 import load_split, write_hdf5
 from nmeplib.engine import fit
-from nmeplib.submission import predict, read_submission, write_submission
+from nmeplib.submission import OutputError, load_model, predict, read_submission, write_submission
 
 
 def make_hdf5(path, classes=3, sizes=(96, 40, 37), img=32, seed=0, names=True):
-    """Images whose mean colour tells the class, so a model can learn them in an epoch."""
+    """Images whose mean colour tells the class, so a model can learn them in an epoch.
+    ``names``: ``kind_<i>`` (True), none stored (False), or a list of class names."""
     rng = np.random.default_rng(seed)
     splits = {}
     for split, n in zip(("train", "val", "test"), sizes):
@@ -18,7 +26,9 @@ def make_hdf5(path, classes=3, sizes=(96, 40, 37), img=32, seed=0, names=True):
         images = rng.integers(0, 60, (n, 3, img, img)).astype(np.uint8)
         images += (labels * (190 // max(classes - 1, 1))).astype(np.uint8)[:, None, None, None]
         splits[split] = (images, labels if split != "test" else None)
-    write_hdf5(path, splits, [f"kind_{i}" for i in range(classes)] if names else None, chunk=16)
+    if names is True:
+        names = [f"kind_{i}" for i in range(classes)]
+    write_hdf5(path, splits, names or None, chunk=16)
     return path
 
 
@@ -87,3 +97,96 @@ def test_read_submission_rejects_bad_files(tmp_path):
     bad.write_text("Id,Category\n1,0\n0,1\n")
     with pytest.raises(ValueError, match="ids must run"):
         read_submission(bad)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A LeNet checkpoint trained for two epochs on a 3-class file (kind_0..kind_2), and the file."""
+    root = tmp_path_factory.mktemp("trained")
+    path = make_hdf5(root / "mini.hdf5", classes=3)
+    fit(hdf5_config(path, root / "run"))
+    return root / "run" / "checkpoint_last.pt", path
+
+
+def test_cli_predict_writes_ids_and_the_models_predictions(trained, tmp_path, capsys):
+    checkpoint, path = trained
+    out = tmp_path / "submission.csv"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert f"wrote {out}: 37 rows" in capsys.readouterr().out
+    rows = [line.split(",") for line in out.read_text().splitlines()]
+    assert rows[0] == ["Id", "Category"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(37))
+    model, config = load_model(checkpoint, device="cpu")   # the model run by hand on the test images
+    images, _ = load_split(path, "test", progress=False)
+    normalise = Augment("none", IMAGENET_MEAN, IMAGENET_STD, config.DATA.IMG_SIZE, train=False)
+    with torch.no_grad():
+        expected = torch.cat([model(normalise(images[i:i + 16])).argmax(1) for i in range(0, 37, 16)])
+    assert [int(r[1]) for r in rows[1:]] == expected.tolist()
+    assert len(set(expected.tolist())) > 1                  # a real test of the order
+
+
+OTHER_DATA = {
+    "more classes": (dict(classes=5), r"has 3 classes but medium_imagenet data \S*other.hdf5 has 5"),
+    "200 classes": (dict(classes=200), r"has 3 classes but medium_imagenet data \S*other.hdf5 has 200"),
+    "other names": (dict(names=["cat", "dog", "emu"]), r"calls class 0 'kind_0' but .*other.hdf5 calls it 'cat'"),
+}
+
+
+@pytest.mark.parametrize("data, message", OTHER_DATA.values(), ids=OTHER_DATA.keys())
+def test_predict_refuses_data_with_other_classes(trained, tmp_path, capsys, data, message):
+    checkpoint, _ = trained
+    other = make_hdf5(tmp_path / "other.hdf5", seed=2, **data)
+    with pytest.raises(DatasetError, match=rf"checkpoint {checkpoint} {message}: .*DATA.ROOT"):
+        predict(checkpoint, [f"DATA.ROOT={other}"], device="cpu")
+    out = tmp_path / "submission.csv"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--set", f"DATA.ROOT={other}", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: checkpoint {checkpoint} ")
+    assert not out.exists()
+
+
+def test_predict_accepts_same_count_without_names(trained, tmp_path):
+    checkpoint, _ = trained
+    unnamed = make_hdf5(tmp_path / "unnamed.hdf5", names=False, seed=3)
+    result = predict(checkpoint, [f"DATA.ROOT={unnamed}"], device="cpu")
+    assert result["num_classes"] == 3 and result["num_images"] == 37
+
+
+def test_out_must_be_a_file_path(trained, tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    with pytest.raises(OutputError, match=rf"{folder} is a folder"):
+        write_submission(torch.tensor([0, 1]), folder, 2, 3)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    with pytest.raises(OutputError, match=rf"{blocker} is a file, not a folder"):
+        write_submission(torch.tensor([0, 1]), blocker / "submission.csv", 2, 3)
+    assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "results"]
+    assert list(folder.iterdir()) == []
+    assert main(["predict", "--checkpoint", str(trained[0]), "--out", str(folder)]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and list(folder.iterdir()) == []
+
+
+def test_failed_write_keeps_the_old_submission(tmp_path, monkeypatch):
+    old = write_submission(torch.tensor([2, 1, 0]), tmp_path / "submission.csv", 3, 3)
+    before = old.read_text()
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)            # fails between writing and renaming
+    with pytest.raises(OutputError, match="disk .* is full"):
+        write_submission(torch.tensor([0, 0, 0]), old, 3, 3)
+    monkeypatch.undo()
+
+    class Broken:                                            # fails part-way through the rows
+        def __init__(self, f):
+            self.f = f
+
+        def writerow(self, row):
+            self.f.write("Id,Category\n0,")
+
+        def writerows(self, rows):
+            raise RuntimeError("interrupted")
+    monkeypatch.setattr("nmeplib.submission.csv.writer", Broken)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_submission(torch.tensor([0, 0, 0]), old, 3, 3)
+    assert old.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
