@@ -195,3 +195,51 @@ class LivePlot:
     def save(self, path: str | os.PathLike) -> None:
         """Save the curves so far as a PNG."""
         plt.close(plot_history(self.rows, path, self.title))
+
+
+class LiveThroughput:
+    """Callback for ``measure_throughput(..., callback=live)``: the table and the plot of a
+    throughput sweep grow row by row as each batch size is measured.
+
+    In a Jupyter kernel one displayed table and one figure are updated in place; elsewhere
+    each row is printed as a table line (``printer=None`` prints nothing). ``rows`` keeps
+    them; ``save(path)`` writes the final plot as a PNG.
+    """
+
+    def __init__(self, title: str | None = None, *, printer=print) -> None:
+        self.title = title
+        self.rows: list[dict] = []
+        self.printer = printer
+        self._fig: Figure | None = None
+        self._plot_handle = None
+        self._table_handle = None
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        from .throughput import format_row
+
+        self.rows.append(dict(row))
+        if not _in_kernel():
+            if self.printer is not None:
+                if len(self.rows) == 1:
+                    self.printer(format_row())
+                self.printer(format_row(self.rows[-1]))
+            return
+        from IPython.display import Pretty, display
+
+        table = "\n".join([format_row(), *map(format_row, self.rows)])
+        if self._fig is not None:
+            plt.close(self._fig)
+        self._fig = plot_throughput(self.rows, title=self.title)
+        plt.close(self._fig)  # shown through the display handle only, not again at cell end
+        if self._table_handle is None:
+            self._table_handle = display(Pretty(table), display_id=True)
+            self._plot_handle = display(self._fig, display_id=True)
+        else:
+            self._table_handle.update(Pretty(table))
+            self._plot_handle.update(self._fig)
+
+    def save(self, path: str | os.PathLike) -> Figure:
+        """Save the plot of the rows so far as a PNG and return it."""
+        fig = plot_throughput(self.rows, path, self.title)
+        plt.close(fig)
+        return fig

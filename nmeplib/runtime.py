@@ -1,6 +1,7 @@
 """Where the code runs: device, seeding, process rank and memory figures."""
 from __future__ import annotations
 
+import gc
 import os
 import random
 import resource
@@ -49,15 +50,39 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+def release_memory(device: torch.device) -> None:
+    """Free what unreachable tensors still hold: collect garbage, and on CUDA hand the cached
+    blocks back to the driver (after an out-of-memory error, say, so training can go on)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def check_gpus_for_processes(nproc: int, local_rank: int = 0) -> None:
+    """Raise ConfigError when ``nproc`` processes (one per GPU) need more GPUs than this machine
+    shows, before any process waits for the others."""
+    from .config import ConfigError
+
+    count = torch.cuda.device_count()
+    if max(nproc, local_rank + 1) > count:
+        raise ConfigError(
+            f"{max(nproc, local_rank + 1)} processes on this machine need one GPU each, but only {count} "
+            f"GPU{'s are' if count != 1 else ' is'} visible (process LOCAL_RANK {local_rank}): start at most "
+            f"{count} (torchrun --nproc_per_node={count}, or fit(config, nproc={count})), or set "
+            f"CUDA_VISIBLE_DEVICES= (empty) to train on the CPU with gloo")
+
+
 def init_distributed() -> bool:
     """Join the process group when started by torchrun (NCCL on GPUs, gloo on CPUs).
 
-    Returns True when this call started it; outside torchrun it does nothing.
+    On CUDA each process takes the GPU of its ``LOCAL_RANK``; more processes per machine than
+    GPUs end at once with a ConfigError that says what to do. Returns True when this call
+    started it; outside torchrun it does nothing.
     """
     import datetime
 
@@ -66,6 +91,7 @@ def init_distributed() -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
     if torch.cuda.is_available():
+        check_gpus_for_processes(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
                             timeout=datetime.timedelta(minutes=30))
