@@ -1,0 +1,146 @@
+"""Batched augmentation, one component at a time, on generated uint8 batches: flip, crop, jitter."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmeplib.data.augment import JITTER, Augment, colour_jitter, random_crop, random_flip
+from nmeplib.runtime import generator
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+N = 2000
+LOW, HIGH = 888, 1112   # Binomial(2000, 1/2) within 5 standard deviations (22.4) of 1000
+
+
+def images(n: int = N, size: int = 8, device: str = "cpu", seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen).to(device)  # 0: erased
+
+
+def mirrored(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Which outputs are their input mirrored; fails unless every other one is its input unchanged."""
+    same = (out == x).flatten(1).all(1)
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    assert (same ^ flipped).all(), "an image is neither itself nor its mirror image"
+    return flipped
+
+
+def crop_offsets(x: torch.Tensor, out: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each output's (dy, dx) in -pad..pad as a window of the reflect-padded input, and whether it
+    is that window mirrored; fails unless every output is exactly one such window."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x.float(), (pad,) * 4, mode="reflect").to(x.dtype)
+    offsets = torch.full((len(x), 2), 99, dtype=torch.long, device=x.device)
+    flipped = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    matches = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            window = padded[:, :, dy:dy + h, dx:dx + w]
+            for mirror in (False, True):
+                hit = (out == (window.flip(3) if mirror else window)).flatten(1).all(1)
+                offsets[hit, 0], offsets[hit, 1] = dy - pad, dx - pad
+                flipped |= hit & mirror
+                matches += hit
+    assert (matches == 1).all(), "an output is not exactly one shifted window of its padded input"
+    return offsets, flipped
+
+
+def all_offsets(offsets: torch.Tensor, pad: int) -> bool:
+    seen = {tuple(o) for o in offsets.tolist()}
+    return seen == {(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)}
+
+
+def identity_augment(spec: str) -> Augment:
+    """``spec`` with mean 0, std 1 and no resize: the output times 255 is the augmented uint8 image."""
+    return Augment(spec, (0.0,) * 3, (1.0,) * 3, img_size=8)
+
+
+def as_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_flip_mirrors_about_half_and_nothing_else(device):
+    x = images(device=device)
+    out = random_flip(x, generator(torch.device(device), 0))
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert LOW <= int(mirrored(x, out).sum()) <= HIGH
+    again = random_flip(x, generator(torch.device(device), 0))
+    assert torch.equal(out, again)                      # the same generator state, the same flips
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_crop_covers_every_offset_and_is_a_shifted_window(device):
+    x = images(device=device)
+    out = random_crop(x, 2, generator(torch.device(device), 1))
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    offsets, flipped = crop_offsets(x, out, 2)
+    assert all_offsets(offsets, 2) and not flipped.any()
+    assert (offsets == 0).all(1).sum() < N / 20         # not mostly uncropped
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_crop_with_flip_flips_about_half(device):
+    x = images(device=device)
+    offsets, flipped = crop_offsets(x, random_crop(x, 2, generator(torch.device(device), 2), flip=True), 2)
+    assert all_offsets(offsets, 2) and LOW <= int(flipped.sum()) <= HIGH
+    assert all_offsets(offsets[flipped], 2) and all_offsets(offsets[~flipped], 2)   # drawn independently
+
+
+@pytest.mark.parametrize("spec", ["crop+flip", "flip+crop", "standard", "crop+flip+erase"])
+def test_augment_crop_and_flip_together_still_flips(spec):
+    x = images()
+    out = identity_augment(spec)(x, generator(torch.device("cpu"), 3))
+    if "erase" in spec:    # erasing zeroes a rectangle: compare the images it left alone
+        kept = (out != 0).flatten(1).all(1)
+        assert kept.sum() > N / 3
+        x, out = x[kept], out[kept]
+    offsets, flipped = crop_offsets(x, as_uint8(out), 1)   # 8 px images: pad 1
+    assert all_offsets(offsets, 1)
+    assert 0.44 < float(flipped.float().mean()) < 0.56
+
+
+@pytest.mark.parametrize("spec, flips, crops", [("flip", True, False), ("crop", False, True), ("none", False, False)])
+def test_augment_applies_only_the_named_components(spec, flips, crops):
+    x = images()
+    out = as_uint8(identity_augment(spec)(x, generator(torch.device("cpu"), 4)))
+    offsets, flipped = crop_offsets(x, out, 1)
+    assert LOW <= int(flipped.sum()) <= HIGH if flips else not flipped.any()
+    assert all_offsets(offsets, 1) if crops else (offsets == 0).all()
+
+
+def factors(x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Brightness, contrast and saturation of each image recovered from colour_jitter's documented map
+    ``out = b*c*s*x + b*c*(1-s)*grey(x) + b*(1-c)*mean(grey(x))``."""
+    def grey(t):
+        return (t * torch.tensor([0.299, 0.587, 0.114], device=t.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    g, g_out = grey(x), grey(out)
+    b = g_out.mean((1, 2, 3)) / g.mean((1, 2, 3))                 # grey means scale by b
+    centred, centred_out = g - g.mean((2, 3), keepdim=True), g_out - g_out.mean((2, 3), keepdim=True)
+    c = (centred_out * centred).sum((1, 2, 3)) / (centred ** 2).sum((1, 2, 3)) / b
+    colour, colour_out = x - g, out - g_out
+    s = (colour_out * colour).sum((1, 2, 3)) / (colour ** 2).sum((1, 2, 3)) / (b * c)
+    return b, c, s
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jitter_factors_stay_within_their_bounds(device):
+    gen = torch.Generator().manual_seed(5)
+    x = (0.45 + 0.1 * torch.rand(N, 3, 6, 6, generator=gen)).to(device)   # no clamping at any factor
+    out = colour_jitter(x, generator(torch.device(device), 5))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert 0 < float(out.min()) and float(out.max()) < 1
+    for f in factors(x, out):
+        assert float(f.min()) >= 1 - JITTER - 1e-3 and float(f.max()) <= 1 + JITTER + 1e-3
+        assert float(f.min()) < 1 - JITTER + 0.02 and float(f.max()) > 1 + JITTER - 0.02   # the whole range
+    b, c, s = factors(x, out)
+    assert not torch.allclose(b, c, atol=0.05) and not torch.allclose(c, s, atol=0.05)  # drawn separately
+
+
+def test_jitter_output_stays_in_pixel_range():
+    x = images(size=6).float() / 255
+    out = colour_jitter(x, generator(torch.device("cpu"), 6))
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    via_augment = identity_augment("jitter")(images(size=8), generator(torch.device("cpu"), 6))
+    assert float(via_augment.min()) >= 0 and float(via_augment.max()) <= 1
