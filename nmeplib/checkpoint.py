@@ -1,75 +1,235 @@
-"""Checkpoints written atomically and read with ``torch.load(weights_only=True)``.
+"""A run folder's files: their names, atomic writes, checkpoints, the best epoch and the lock.
 
-A checkpoint holds plain data only: state dicts, the config as nested dicts, the metrics
-history, the epoch, RNG states and the class names, so it loads without unpickling code.
+Every file is written to a temporary file in the same folder and renamed over the old one,
+so a process killed at any moment (SIGKILL, preemption, a full disk) leaves either the old
+file or the new one, never half of one. A checkpoint holds plain data only (state dicts,
+the config as nested dicts, the history, the epoch, RNG states as bytes, the class names)
+and is read with ``torch.load(weights_only=True)``, so loading one never runs code.
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
 import shutil
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 import numpy as np
 import torch
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+LOCK = ".lock"
+RUN_FILES = (LAST, BEST, METRICS, SUMMARY)
+STATE_KEYS = ("model", "optimizer", "schedule", "epoch", "history", "rng", "config", "num_classes")
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+class CheckpointError(ValueError):
+    """A file that is not a usable nmeplib checkpoint; the message names it."""
+
+
+class OutputError(OSError):
+    """A run folder or output file that cannot be written, is in use, or may not be replaced."""
+
+
+def _describe(err: OSError, path: Path) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk holding {path.parent} is full; free some space"
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and not path.parent.is_dir():
+        return f"{next(p for p in [path.parent, *path.parents] if p.exists())} is a file, not a folder"
+    if err.errno == errno.EISDIR or path.is_dir():
+        return f"{path} is a folder; give a file name"
+    return err.strerror or str(err)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    On any failure the temporary file is removed and ``path`` keeps its old contents; an
+    ``OSError`` (full disk, a file where a folder should be) becomes :class:`OutputError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as err:
+        raise OutputError(f"could not write {path}: {_describe(err, path)}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
 
 
-def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
-    """Make ``dst`` the same checkpoint as ``src`` without writing it again (a hard link where the
-    file system allows one, else a copy), replacing ``dst`` atomically."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=_plain)), "w")
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:
+    return atomic_write(path, lambda f: f.writelines(json.dumps(r, default=_plain) + "\n" for r in rows), "w")
+
+
+def _plain(value):
+    """JSON fallback for tensors and NumPy values."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A JSON file's contents, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def best_row(history: list[dict]) -> dict | None:
+    """The epoch with the highest validation accuracy (the earliest of equals)."""
+    return max(history, key=lambda r: r["val_acc"]) if history else None
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def link_best(folder: str | os.PathLike) -> None:
+    """Make ``checkpoint_best.pt`` the same file as ``checkpoint_last.pt`` (a hard link where the
+    file system allows one, else a copy), replacing it atomically."""
+    src, dst = Path(folder) / LAST, Path(folder) / BEST
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"could not write {dst}: {_describe(err, dst)}") from None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def is_best_current(folder: str | os.PathLike) -> bool:
+    """Whether ``checkpoint_best.pt`` is the very file ``checkpoint_last.pt`` is."""
+    src, dst = Path(folder) / LAST, Path(folder) / BEST
+    return dst.is_file() and os.path.samefile(src, dst)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint written by ``fit``; :class:`CheckpointError` for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable nmeplib checkpoint: {err}") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it holds objects other than tensors and plain data, which nmeplib does not load " \
+                     "(unpickling them could run code)"
+        raise CheckpointError(f"{path} is not a readable nmeplib checkpoint: {reason}") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        what = "a bare state dict" if isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values()) \
+            else f"no {', '.join(missing)}"
+        raise CheckpointError(f"{path} is not an nmeplib checkpoint ({what}); train with nmeplib to get one, or "
+                              f"load plain weights with model.load_state_dict(torch.load(path, weights_only=True))")
+    return state
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.cpu().numpy().tobytes()
+
+
+def _byte_tensor(value: bytes | torch.Tensor) -> torch.Tensor:
+    """A CPU uint8 tensor from saved bytes (or from a tensor that ``map_location`` moved)."""
+    if isinstance(value, torch.Tensor):
+        return value.to("cpu", torch.uint8)
+    return torch.frombuffer(bytearray(value), dtype=torch.uint8)
 
 
 def rng_state() -> dict:
-    """Every random state a training epoch draws from, as plain data."""
+    """Every random state a training epoch draws from, as plain data (bytes and ints), so that
+    ``map_location`` cannot move it to a device."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+    state = {"torch": _bytes(torch.get_rng_state()), "python": random.getstate(),
+             "numpy": [kind, keys.astype(np.uint32).tobytes(), pos, has_gauss, gauss]}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [_bytes(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`rng_state`; CUDA generators only when the GPU count is the one saved."""
+    torch.set_rng_state(_byte_tensor(state["torch"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    keys = np.frombuffer(bytes(keys), dtype=np.uint32) if isinstance(keys, (bytes, bytearray)) \
+        else np.asarray(keys.cpu()).astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))
+    saved = state.get("cuda")
+    if saved is None or not torch.cuda.is_available():
+        return
+    if len(saved) != torch.cuda.device_count():
+        warnings.warn(f"the checkpoint holds the random state of {len(saved)} GPU(s) but this machine has "
+                      f"{torch.cuda.device_count()}; GPU random numbers will not repeat the interrupted run",
+                      RuntimeWarning, stacklevel=2)
+        return
+    torch.cuda.set_rng_state_all([_byte_tensor(s) for s in saved])
+
+
+def clear_run(folder: str | os.PathLike) -> None:
+    """Remove a run's files from ``folder`` (not the folder, nor files nmeplib did not write)."""
+    folder = Path(folder)
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
+    remove_temporaries(folder)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> None:
+    """Temporary files left by a writer that was killed before its rename."""
+    for name in RUN_FILES:
+        for tmp in Path(folder).glob(f".{name}.*tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``folder``'s lock: one training process per run folder at a time.
+
+    The lock is an ``flock`` on ``folder/.lock``; the kernel releases it when the process
+    ends, however it ends, so a killed run never leaves its folder locked.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OutputError(f"cannot use {folder} as a run folder: {_describe(err, folder / LOCK)}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise OutputError(f"{folder} is in use by another training process (pid {owner}); wait for it to "
+                              f"finish or choose another OUTPUT") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

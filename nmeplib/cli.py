@@ -1,7 +1,8 @@
 """``python -m nmeplib {train,predict,summary,make-hdf5,throughput}``.
 
-Every expected failure (a bad config key, a missing dataset, a diverged run) ends with one
-line ``error: ...`` naming what is wrong and exit status 2, not a traceback.
+Every expected failure (a bad config key, a missing or malformed file, a run folder in use, a
+full disk, a diverged run) ends with one line ``error: ...`` naming what is wrong and exit
+status 2. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def _train(args: argparse.Namespace) -> None:
         config = from_dict(stored, overrides)
     else:
         config = load_config(args.config, overrides)
-    history = fit(config, resume=args.resume)
+    history = fit(config, resume=args.resume, overwrite=args.overwrite)
     if history and rank_and_world()[0] == 0:
-        best = max(history, key=lambda r: r["val_acc"])
+        best = ckpt.best_row(history)
         print(f"best val acc {best['val_acc']:.2f}% (epoch {best['epoch']}); run folder {config.OUTPUT}")
 
 
@@ -50,11 +51,13 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _summary(args: argparse.Namespace) -> None:
     from .models import build_model_from_config, format_summary, model_summary
+    from .engine import check_img_size
 
     config = load_config(args.config, args.set)
     num_classes = config.MODEL.NUM_CLASSES or (10 if config.DATA.DATASET != "medium_imagenet" else 200)
     model = build_model_from_config(config, num_classes)
     size = config.DATA.IMG_SIZE
+    check_img_size(model, config)
     print(f"{config.MODEL.NAME}, {num_classes} classes, input 3×{size}×{size}")
     print(format_summary(model_summary(model, (3, size, size))))
 
@@ -77,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="extend", **kv)
     t.add_argument("--output", help="run folder (sets OUTPUT)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output from checkpoint_last.pt")
+    t.add_argument("--overwrite", action="store_true", help="replace the run that --output holds")
     t.set_defaults(run=_train)
 
     pr = sub.add_parser("predict", help="write a Kaggle submission.csv from a checkpoint")
@@ -97,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError, OutputError
     from .data import DatasetError
     from .data.workers import WorkerError
     from .engine import TrainingDiverged
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         init_distributed()
         status = run()
-    except (ConfigError, DatasetError, TrainingDiverged, WorkerError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DatasetError, CheckpointError, OutputError, TrainingDiverged, WorkerError,
+            FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

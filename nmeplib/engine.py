@@ -7,7 +7,6 @@ the CPU otherwise; nothing here names a device.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -22,20 +21,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
-from .data import build_loader
+from .config import Config, ConfigError, from_dict
+from .data import DatasetError, build_loader
 from .models import build_model_from_config
 from .models.summary import input_size_error
 from .optim import Schedule, build_optimizer
 from .runtime import (barrier, default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything,
                       synchronize)
-from .tracking import Tracker
+from .tracking import Tracker, read_metrics
 
 LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)
 
 
+DIVERGED = 10  # an epoch whose mean training loss exceeds this many times ln(classes) has diverged
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN, infinite, or far above an untrained model's; the last good checkpoint is kept."""
 
 
 def in_notebook() -> bool:
@@ -133,8 +135,9 @@ def run_epoch(model: nn.Module, loader, device: torch.device, *, optimizer: torc
     result = {"loss": (loss_sum / max(count, 1)).item() if count else float("nan"),
               "acc": 100.0 * int(correct) / count if count else float("nan"),
               "count": count, "time_s": elapsed, "img_per_s": seen * rank_and_world()[1] / max(elapsed, 1e-9)}
-    if training and not math.isfinite(result["loss"]):
-        raise TrainingDiverged(f"loss is {result['loss']} ({desc}); lower TRAIN.LR")
+    if training and count and not result["loss"] <= DIVERGED * math.log(max(2, logits.shape[1])):
+        raise TrainingDiverged(f"the training loss is {result['loss']:.4g} ({desc}), over {DIVERGED} times an "
+                               f"untrained model's ln(classes); the run diverged: lower TRAIN.LR")
     if keep_predictions:
         result["predictions"] = _gather(torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long))
         result["labels"] = _gather(torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
@@ -162,47 +165,138 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> dict:
     return run_epoch(model, loader, device, desc="evaluate", keep_predictions=True)
 
 
-def prepare_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
-    """The config's model on ``device``, checked against ``DATA.IMG_SIZE``."""
-    model = build_model_from_config(config, num_classes)
+def check_img_size(model: nn.Module, config: Config) -> None:
+    """ConfigError unless ``model`` takes ``DATA.IMG_SIZE`` images (before any data is read)."""
     problem = input_size_error(model, config.DATA.IMG_SIZE)
     if problem:
         raise ConfigError(f"DATA.IMG_SIZE={config.DATA.IMG_SIZE} does not suit MODEL.NAME={config.MODEL.NAME}: "
                           f"{problem}")
+
+
+def prepare_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
+    """The config's model on ``device``, checked against ``DATA.IMG_SIZE``."""
+    model = build_model_from_config(config, num_classes)
+    check_img_size(model, config)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def num_classes_for(config: Config, dataset) -> int:
-    """``MODEL.NUM_CLASSES`` if set (checked against the labels), else the dataset's."""
-    labels_max = int(dataset.labels.max()) if len(dataset.labels) else -1
+def num_classes_for(config: Config, train_info, *others) -> int:
+    """``MODEL.NUM_CLASSES`` if set, else the training split's; every split's labels are checked
+    against it before the first step, so a bad label cannot end a run after an epoch."""
+    labels_max = int(train_info.labels.max()) if len(train_info.labels) else -1
     wanted = config.MODEL.NUM_CLASSES
-    if wanted is None:
-        return max(dataset.num_classes, labels_max + 1)
-    if labels_max >= wanted:
+    if wanted is not None and labels_max >= wanted:
         raise ConfigError(f"MODEL.NUM_CLASSES={wanted} but the {config.DATA.DATASET} labels go up to {labels_max}")
-    return wanted
+    num_classes = wanted or max(train_info.num_classes, labels_max + 1)
+    for info in others:
+        labels = info.labels[info.labels >= 0]  # -1: hidden
+        if len(labels) and int(labels.max()) >= num_classes:
+            raise DatasetError(f"the {info.split} split of {info.path or config.DATA.DATASET} "
+                               f"has label {int(labels.max())}, but the model has {num_classes} classes; "
+                               f"fix the file or set MODEL.NUM_CLASSES")
+    return num_classes
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+# Settings a resumed run may change: where things are and how they are run, not what is trained.
+RESUMABLE = ("OUTPUT", "TRAIN.EPOCHS", "TRAIN.COMPILE", "DATA.ROOT", "DATA.NUM_WORKERS", "DATA.PRELOAD",
+             "DATA.DOWNLOAD", "WANDB.")
 
 
-def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[dict], None]] = (),
-        device: torch.device | str | None = None, nproc: int = 1) -> list[dict]:
-    """Train ``config`` for ``TRAIN.EPOCHS`` epochs; returns one metrics dict per epoch.
+def config_changes(stored: dict, config: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``KEY: old → new`` for every setting in which ``config`` differs from a stored config."""
+    old, new = from_dict(stored).flat(), config.flat()
+    return [f"{key}: {old.get(key)!r} → {value!r}" for key, value in new.items()
+            if old.get(key) != value and not key.startswith(ignore)]
 
-    ``resume`` continues the run in ``OUTPUT`` from ``checkpoint_last.pt``. ``callbacks``
-    are called with each epoch's metrics (a live plot, say). ``nproc > 1`` launches torchrun
-    with that many processes (GPUs); under torchrun itself, every rank calls ``fit``.
+
+def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tuple[dict | None, list | None]:
+    """Decide what ``OUTPUT`` holds for this run: ``(checkpoint to resume or None, finished history or None)``.
+
+    A folder with a run is never replaced unless ``overwrite``; the same settings finished
+    there are reused; ``resume`` accepts only :data:`RESUMABLE` changes. ``writer`` (rank 0)
+    cleans the folder; every rank reaches the same decision.
+    """
+    out = Path(config.OUTPUT)
+    if overwrite or not any((out / name).exists() for name in ckpt.RUN_FILES):
+        if writer:
+            ckpt.clear_run(out)
+        return None, None
+    if resume:
+        if not (out / ckpt.LAST).is_file():
+            print(f"{out} has no {ckpt.LAST} (the run stopped in its first epoch): starting it again", flush=True)
+            if writer:
+                ckpt.clear_run(out)
+            return None, None
+        state = ckpt.load_checkpoint(out / ckpt.LAST, map_location="cpu")
+        changes = config_changes(state["config"], config, RESUMABLE)
+        if changes:
+            raise ConfigError(f"cannot resume {out} with other settings ({'; '.join(changes)}); resume with the "
+                              f"run's settings, or train into another OUTPUT")
+        done, planned = state["epoch"], state["config"]["TRAIN"]["EPOCHS"]
+        if config.TRAIN.EPOCHS < done:
+            raise ConfigError(f"{out} already has {done} epochs; TRAIN.EPOCHS={config.TRAIN.EPOCHS} cannot "
+                              f"undo them (give at least {done}, or train into another OUTPUT)")
+        if config.TRAIN.EPOCHS != planned:
+            print(f"extending {out} from {planned} to {config.TRAIN.EPOCHS} epochs: epochs {done + 1}.. follow "
+                  f"the {config.TRAIN.EPOCHS}-epoch learning-rate schedule", flush=True)
+        return state, None
+    summary = ckpt.read_json(out / ckpt.SUMMARY)
+    stored = summary["config"] if summary else ckpt.load_checkpoint(out / ckpt.LAST)["config"] \
+        if (out / ckpt.LAST).is_file() else None
+    changes = config_changes(stored, config, ("OUTPUT", "WANDB.")) if stored else ["unknown settings"]
+    if summary and not changes and summary["epochs"] == config.TRAIN.EPOCHS:
+        print(f"{out} already holds this finished run ({summary['epochs']} epochs, best val acc "
+              f"{summary['best_val_acc']:.2f}%): reusing it; overwrite=True (--overwrite) trains it again", flush=True)
+        return None, read_metrics(out)
+    what = f"a run with other settings ({'; '.join(changes)})" if changes else "an unfinished run of these settings"
+    raise ckpt.OutputError(f"{out} already holds {what}; resume=True (--resume) continues it, overwrite=True "
+                           f"(--overwrite) replaces it, or choose another OUTPUT")
+
+
+def _print_epoch(row: dict, epochs: int) -> None:
+    print(f"epoch {row['epoch']}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
+          f"acc {row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%  "
+          f"{row['train_img_per_s']:.0f} img/s", flush=True)
+
+
+def _checkpoint(model: nn.Module, optimizer, schedule: Schedule, history: list[dict], config: Config,
+                class_names, num_classes: int) -> dict:
+    """What ``checkpoint_last.pt`` holds (see ``checkpoint.STATE_KEYS``)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "epoch": history[-1]["epoch"], "best_acc": ckpt.best_row(history)["val_acc"], "history": history,
+            "rng": ckpt.rng_state(), "config": config.to_dict(), "class_names": list(class_names),
+            "num_classes": num_classes}
+
+
+def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
+        callbacks: Iterable[Callable[[dict], None]] = (), device: torch.device | str | None = None,
+        nproc: int = 1) -> list[dict]:
+    """Train ``config`` for ``TRAIN.EPOCHS`` epochs into ``OUTPUT``; returns one metrics dict per epoch.
+
+    ``resume`` continues the run in ``OUTPUT`` from ``checkpoint_last.pt`` (or starts it when it
+    stopped before its first checkpoint). A folder that holds another run is refused unless
+    ``overwrite``; the same settings already finished there are read back, not retrained.
+    ``callbacks`` get each epoch's metrics (a live plot, say). ``nproc > 1`` launches torchrun
+    with that many processes; under torchrun itself, every rank calls ``fit``.
     """
     if nproc > 1 and not (dist.is_available() and dist.is_initialized()):
         from .distributed import launch
-        return launch(config, nproc, resume=resume, callbacks=callbacks)
+        return launch(config, nproc, resume=resume, callbacks=callbacks, **({"overwrite": True} if overwrite else {}))
+    rank = rank_and_world()[0]
+    with ckpt.locked(config.OUTPUT) if rank == 0 else nullcontext():
+        state, finished = _open_run(config, resume, overwrite, writer=rank == 0)
+        if finished is not None:
+            for row in finished:
+                for callback in callbacks:
+                    callback(row)
+            return finished
+        return _train(config, state, callbacks, device)
+
+
+def _train(config: Config, state: dict | None, callbacks, device) -> list[dict]:
     device = torch.device(device) if device is not None else default_device()
     rank, world = rank_and_world()
     out = Path(config.OUTPUT)
@@ -215,28 +309,29 @@ def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[d
     if len(train_loader) == 0:
         raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the "
                           f"{train_loader.num_samples} training images of this process")
-    num_classes = num_classes_for(config, train_loader.dataset_info)
+    info = train_loader.dataset_info
+    num_classes = num_classes_for(config, info, val_loader.dataset_info)
     model = raw_model = prepare_model(config, num_classes, device)
     optimizer = build_optimizer(config, raw_model)
     schedule = Schedule(config, optimizer, len(train_loader))
-    history, start_epoch, best_acc = [], 1, -1.0
-    if resume:
-        state = ckpt.load_checkpoint(out / ckpt.LAST, map_location=device)
+    history = []
+    if state is not None:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        history, best_acc = state["history"], state["best_acc"]
-        start_epoch = state["epoch"] + 1
+        history = state["history"]
         ckpt.set_rng_state(state["rng"])
+        if rank == 0:  # a run killed between its checkpoint and its other files: bring them in line
+            ckpt.write_jsonl(out / ckpt.METRICS, history)
+            if ckpt.best_row(history)["epoch"] == state["epoch"] and not ckpt.is_best_current(out):
+                ckpt.link_best(out)
     if config.TRAIN.COMPILE:
         model = torch.compile(model)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
     smoothing = config.TRAIN.LABEL_SMOOTHING
     with Tracker(config, out, resume_rows=history, enabled=rank == 0) as tracker:
-        for epoch in range(start_epoch, config.TRAIN.EPOCHS + 1):
+        for epoch in range(len(history) + 1, config.TRAIN.EPOCHS + 1):
             lr = schedule.lr
             reset_peak_memory(device)
             train = train_one_epoch(model, train_loader, optimizer, device, schedule=schedule,
@@ -248,29 +343,22 @@ def fit(config: Config, *, resume: bool = False, callbacks: Iterable[Callable[[d
                    "val_time_s": val["time_s"], "train_img_per_s": train["img_per_s"],
                    "peak_mem_mb": peak_memory_mb(device)}
             history.append(row)
-            is_best = val["acc"] > best_acc
-            best_acc = max(best_acc, val["acc"])
-            if rank == 0:
-                state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "epoch": epoch, "best_acc": best_acc,
-                         "history": history, "rng": ckpt.rng_state(), "config": config.to_dict(),
-                         "class_names": list(train_loader.dataset_info.class_names), "num_classes": num_classes}
-                ckpt.save_checkpoint(state, out / ckpt.LAST)
-                if is_best:
-                    ckpt.copy_checkpoint(out / ckpt.LAST, out / ckpt.BEST)
+            if rank == 0:  # the checkpoint first: it is what a resumed run trusts
+                ckpt.save_checkpoint(_checkpoint(raw_model, optimizer, schedule, history, config, info.class_names,
+                                                 num_classes), out / ckpt.LAST)
+                if ckpt.best_row(history) is row:
+                    ckpt.link_best(out)
                 tracker.log_epoch(row)
                 for callback in callbacks:
                     callback(row)
-                print(f"epoch {epoch}/{config.TRAIN.EPOCHS}  lr {lr:.2e}  train loss {row['train_loss']:.4f} "
-                      f"acc {row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%  "
-                      f"{row['train_img_per_s']:.0f} img/s", flush=True)
+                _print_epoch(row, config.TRAIN.EPOCHS)
         if rank == 0 and history:
-            best = max(history, key=lambda r: r["val_acc"])
+            best = ckpt.best_row(history)
             summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
                        "final_val_acc": history[-1]["val_acc"], "epochs": len(history),
                        "train_time_s": sum(r["train_time_s"] for r in history), "num_classes": num_classes,
                        "config": config.to_dict()}
-            _write_json(out / "summary.json", summary)
+            ckpt.write_json(out / ckpt.SUMMARY, summary)
             tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
     barrier()  # every rank leaves once rank 0's files are written
     return history

@@ -7,6 +7,8 @@ import torch
 
 from .config import Config
 
+PLATEAU_PATIENCE = 2  # plateau: epochs without improvement before the rate decays
+
 
 def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     """``TRAIN.OPTIMIZER`` over ``model``; no weight decay on biases and norm weights.
@@ -28,55 +30,70 @@ def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optim
 
 
 class Schedule:
-    """The learning rate over a run: ``step_batch`` after each step, ``step_epoch`` after each epoch.
+    """The learning rate of every optimizer step, as one function of the step.
 
-    ``cosine`` decays from ``TRAIN.LR`` to ``TRAIN.MIN_LR`` per step after a linear warm-up of
-    ``TRAIN.WARMUP_EPOCHS``; ``constant`` keeps the rate (after warm-up); ``step`` multiplies it
-    by ``TRAIN.DECAY_RATE`` every ``TRAIN.DECAY_EPOCHS``; ``plateau`` does so when the
-    validation loss stops falling.
+    A linear warm-up over ``TRAIN.WARMUP_EPOCHS`` multiplies the scheduler's rate:
+    ``cosine`` decays from ``TRAIN.LR`` to ``TRAIN.MIN_LR`` over the steps after the warm-up;
+    ``constant`` keeps ``TRAIN.LR``; ``step`` multiplies it by ``TRAIN.DECAY_RATE`` every
+    ``TRAIN.DECAY_EPOCHS`` epochs; ``plateau`` does so when the validation loss has not fallen
+    for ``PLATEAU_PATIENCE`` epochs (never below ``TRAIN.MIN_LR``). Call ``step_batch`` after
+    each optimizer step and ``step_epoch`` after each validation. The rate depends only on the
+    step, the config and (plateau) the validation losses seen, so a resumed run uses the same
+    rates, and a run extended to more epochs follows the longer run's schedule.
     """
 
     def __init__(self, config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> None:
         t = config.TRAIN
-        self.kind = t.SCHEDULER
-        self.optimizer = optimizer
-        warmup, total = t.WARMUP_EPOCHS * steps_per_epoch, t.EPOCHS * steps_per_epoch
-        floor = t.MIN_LR / t.LR if t.LR > 0 else 0.0
+        self.optimizer, self.kind, self.steps_per_epoch = optimizer, t.SCHEDULER, steps_per_epoch
+        self.base, self.min_lr = t.LR, t.MIN_LR
+        self.warmup, self.total = t.WARMUP_EPOCHS * steps_per_epoch, t.EPOCHS * steps_per_epoch
+        self.decay_epochs, self.decay_rate = t.DECAY_EPOCHS, t.DECAY_RATE
+        self.step = 0
+        self.plateau = {"scale": 1.0, "best": math.inf, "bad_epochs": 0}
+        self._apply()
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if self.kind != "cosine":
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        self.per_step = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        self.per_epoch = None
+    def rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based)."""
+        warm = (step + 1) / self.warmup if step < self.warmup else 1.0
+        if self.kind == "cosine":
+            progress = min(1.0, max(0, step - self.warmup) / max(1, self.total - self.warmup))
+            return warm * (self.min_lr + (self.base - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
         if self.kind == "step":
-            self.per_epoch = torch.optim.lr_scheduler.StepLR(optimizer, t.DECAY_EPOCHS, t.DECAY_RATE)
-        elif self.kind == "plateau":
-            self.per_epoch = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=t.DECAY_RATE, patience=2,
-                                                                        min_lr=t.MIN_LR)
+            return warm * self.base * self.decay_rate ** (step // self.steps_per_epoch // self.decay_epochs)
+        if self.kind == "plateau":
+            return warm * max(self.base * self.plateau["scale"], self.min_lr)
+        return warm * self.base
 
     @property
     def lr(self) -> float:
+        """The rate the next optimizer step uses."""
         return self.optimizer.param_groups[0]["lr"]
 
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.rate(self.step)
+
     def step_batch(self) -> None:
-        self.per_step.step()
+        self.step += 1
+        self._apply()
 
     def step_epoch(self, val_loss: float) -> None:
-        if self.kind == "plateau":
-            self.per_epoch.step(val_loss)
-        elif self.per_epoch is not None:
-            self.per_epoch.step()
+        """``plateau``: count an epoch whose validation loss did not improve by 0.01%."""
+        if self.kind != "plateau":
+            return
+        state = self.plateau
+        if val_loss < state["best"] * (1 - 1e-4):
+            state["best"], state["bad_epochs"] = val_loss, 0
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] > PLATEAU_PATIENCE:
+                state["scale"] *= self.decay_rate
+                state["bad_epochs"] = 0
+        self._apply()
 
     def state_dict(self) -> dict:
-        return {"per_step": self.per_step.state_dict(),
-                "per_epoch": self.per_epoch.state_dict() if self.per_epoch else None}
+        return {"step": self.step, "plateau": dict(self.plateau)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.per_step.load_state_dict(state["per_step"])
-        if self.per_epoch is not None:
-            self.per_epoch.load_state_dict(state["per_epoch"])
+        self.step, self.plateau = state["step"], dict(state["plateau"])
+        self._apply()

@@ -18,9 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
 from .engine import TrainingDiverged, fit
-from .tracking import METRICS_FILE, read_metrics
+from .tracking import read_metrics
 
-SUMMARY_FILE = "summary.json"
 DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_alexnet.ipynb"
 RUNNERS = ("library", "papermill")
 # Config key -> parameter of the notebook that papermill sets. The notebook must declare the
@@ -93,13 +92,6 @@ def _member_config(base: Config | Mapping | str | os.PathLike, overrides: Mappin
     return load_config(base, overrides)
 
 
-def _read_summary(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _same_run(summary: dict, config: Config, keys) -> bool:
     """Whether a finished run's stored config matches ``config`` on ``keys`` (None: every key but
     the run folder and W&B naming, which differ between members by design)."""
@@ -114,7 +106,7 @@ def _same_run(summary: dict, config: Config, keys) -> bool:
 def _state(folder: Path, config: Config, keys=None) -> str:
     """``done`` (a summary of this very run), ``partial`` (a checkpoint to resume) or ``new``."""
     epochs = config.TRAIN.EPOCHS
-    summary = _read_summary(folder)
+    summary = ckpt.read_json(folder / ckpt.SUMMARY)
     if summary is not None and summary.get("epochs") == epochs and _same_run(summary, config, keys):
         return "done"
     if (folder / ckpt.LAST).is_file() and (summary is None or summary.get("epochs", 0) < epochs):
@@ -124,11 +116,11 @@ def _state(folder: Path, config: Config, keys=None) -> str:
 
 def _result_row(name: str, values: dict, folder: Path, status: str) -> dict:
     """One results-table row from a member folder's summary.json and metrics.jsonl."""
-    summary = _read_summary(folder)
+    summary = ckpt.read_json(folder / ckpt.SUMMARY)
     if summary is None:
-        raise RuntimeError(f"sweep member {name!r} finished without writing {folder / SUMMARY_FILE}; "
+        raise RuntimeError(f"sweep member {name!r} finished without writing {folder / ckpt.SUMMARY}; "
                            f"does its run write into OUTPUT={folder}?")
-    rows = read_metrics(folder) if (folder / METRICS_FILE).is_file() else []
+    rows = read_metrics(folder) if (folder / ckpt.METRICS).is_file() else []
     total = sum(r["train_time_s"] + r["val_time_s"] for r in rows) if rows else summary["train_time_s"]
     epochs = summary["epochs"]
     return {"name": name, **values, "best_val_acc": summary["best_val_acc"],
@@ -227,7 +219,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
         if state == "done":
             results.append(_result_row(name, values, folder, "skipped"))
             continue
-        (folder / SUMMARY_FILE).unlink(missing_ok=True)  # a stale one (other epochs) must not be read back
+        (folder / ckpt.SUMMARY).unlink(missing_ok=True)  # a stale one (other epochs) must not be read back
         try:
             if runner == "papermill":
                 _run_notebook(notebook, folder, params)
@@ -291,5 +283,5 @@ def plot_sweep(results: Sequence[Mapping[str, Any]], path: str | os.PathLike | N
     from .plots import plot_history
 
     runs = {row["name"]: read_metrics(row["output"]) for row in results
-            if (Path(row["output"]) / METRICS_FILE).is_file()}
+            if (Path(row["output"]) / ckpt.METRICS).is_file()}
     return plot_history(runs, path, title)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import netrc
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .checkpoint import METRICS, write_jsonl
+from .config import ConfigError
+
 MODES = ("online", "offline", "disabled")
-METRICS_FILE = "metrics.jsonl"
 INIT_TIMEOUT_S = 30.0  # how long an online wandb.init may wait for the server
 
 
@@ -44,36 +45,16 @@ def resolve_mode(mode: str | None = None) -> str:
         if value is None or not value.strip():
             continue
         if value.strip().lower() not in MODES:
-            raise ValueError(f"invalid W&B {source} {value!r}: use one of {', '.join(MODES)}")
+            raise ConfigError(f"invalid W&B {source} {value!r}: use one of {', '.join(MODES)}")
         return value.strip().lower()
     return "online" if is_logged_in() else "offline"
-
-
-def _plain(value: Any) -> Any:
-    """JSON fallback for tensors and NumPy values."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Mapping]) -> None:
-    """Write ``rows`` as JSON lines through a temporary file, so ``path`` is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for row in rows:
-                f.write(json.dumps(dict(row), default=_plain) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metrics(path_or_run_dir: str | os.PathLike) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file, or of the one inside a run's output folder."""
     path = Path(path_or_run_dir)
     if path.is_dir():
-        path = path / METRICS_FILE
+        path = path / METRICS
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -97,7 +78,7 @@ class Tracker:
                  resume_rows: list[dict] | None = None, enabled: bool = True) -> None:
         self.config = config
         self.output_dir = Path(output_dir)
-        self.metrics_path = self.output_dir / METRICS_FILE
+        self.metrics_path = self.output_dir / METRICS
         self.rows: list[dict] = [dict(row) for row in resume_rows or ()]
         self.summary: dict[str, Any] = {}
         self.enabled = enabled
@@ -151,7 +132,7 @@ class Tracker:
         if not self.enabled:
             return
         self.rows.append(dict(row))
-        write_jsonl_atomic(self.metrics_path, self.rows)
+        write_jsonl(self.metrics_path, self.rows)
         self._log(dict(row))
 
     def log_image(self, key: str, image: Any) -> None:

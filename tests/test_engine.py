@@ -106,8 +106,8 @@ def test_num_classes_checked_against_labels(digits_config):
 @pytest.mark.parametrize("optimizer, scheduler", [("sgd", "step"), ("rmsprop", "plateau"), ("adam", "constant")])
 def test_optimizers_and_schedulers_train(digits_config, optimizer, scheduler):
     history = fit(digits_config("TRAIN.EPOCHS=2", f"TRAIN.OPTIMIZER={optimizer}", f"TRAIN.SCHEDULER={scheduler}",
-                                "TRAIN.DECAY_EPOCHS=1", "TRAIN.LR=0.01", "MODEL.ACTIVATION=relu"))
-    assert history[0]["lr"] == 0.01
+                                "TRAIN.DECAY_EPOCHS=1", "TRAIN.LR=0.001", "MODEL.ACTIVATION=relu"))
+    assert history[0]["lr"] == 0.001
     if scheduler == "step":
-        assert history[1]["lr"] == pytest.approx(0.001)
+        assert history[1]["lr"] == pytest.approx(0.0001)
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from nmeplib.config import load_config
-from nmeplib.tracking import Tracker, read_metrics, resolve_mode, write_jsonl_atomic
+from nmeplib.checkpoint import write_jsonl as write_jsonl_atomic
+from nmeplib.tracking import Tracker, read_metrics, resolve_mode
 
 
 @pytest.fixture(autouse=True)
