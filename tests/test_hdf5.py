@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from nmeplib.data.augment import Augment
+from nmeplib.data import workers
 from nmeplib.data.common import DatasetError
 from nmeplib.data.hdf5 import (SPLITS, HDF5Blocks, default_class_names, inspect_hdf5,
                                load_split, read_class_names, read_labels, write_hdf5)
@@ -18,6 +19,17 @@ from nmeplib.data.loaders import StreamLoader
 from nmeplib.data.make_hdf5 import build_from_folder, main
 
 SIZES = {"train": 37, "val": 13, "test": 11}
+
+
+@pytest.fixture(autouse=True)
+def no_hang(monkeypatch):
+    """A stuck loader worker fails the test within a minute instead of hanging it."""
+    monkeypatch.setattr(workers, "STALL_S", 60.0)
+
+
+def loader(ds, num_workers: int) -> DataLoader:
+    """torch's DataLoader over ``ds``, failing rather than waiting for ever on a stuck worker."""
+    return DataLoader(ds, batch_size=None, num_workers=num_workers, timeout=60 if num_workers else 0)
 
 
 def make_splits(num_classes: int = 5, size: int = 8, seed: int = 0) -> dict:
@@ -153,15 +165,15 @@ def test_corrupt_chunk_is_one_line_error_naming_it(h5, shuffle, num_workers):
     corrupt_chunk(path)
     assert inspect_hdf5(path)["num_samples"] == SIZES   # the metadata is intact
     blocks = HDF5Blocks(path, "train", 4, shuffle=shuffle)
-    loader = StreamLoader(blocks, Augment("none", (0.5,) * 3, (0.25,) * 3, 8, train=False),
+    stream = StreamLoader(blocks, Augment("none", (0.5,) * 3, (0.25,) * 3, 8, train=False),
                           num_workers=num_workers)
     with pytest.raises(DatasetError, match=r"cannot read images-train rows \d+\.\.\d+ .*filter.*"
                                            r"download or build it again") as err:
-        list(loader)
+        list(stream)
     assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
     assert ("in loader worker" in str(err.value)) == (num_workers > 0)
-    if loader._workers is not None:
-        assert loader._workers._procs == []                 # the workers were stopped
+    if stream._workers is not None:
+        assert stream._workers._procs == []                 # the workers were stopped
     with pytest.raises(DatasetError, match=r"cannot read images-train rows 0\.\.36 "):
         load_split(path, "train", progress=False)
 
@@ -221,7 +233,7 @@ def test_shuffle_is_deterministic_and_covers_train(h5, num_workers):
     def epoch(epoch: int, **kw) -> tuple[np.ndarray, list[int]]:
         ds = HDF5Blocks(path, "train", 5, shuffle=True, seed=3, buffer_blocks=2, **kw)
         ds.set_epoch(epoch)
-        index, sizes = collect(DataLoader(ds, batch_size=None, num_workers=num_workers))
+        index, sizes = collect(loader(ds, num_workers))
         assert len(sizes) == len(ds)
         return index, sizes
 
@@ -244,6 +256,42 @@ def test_shuffle_is_deterministic_and_covers_train(h5, num_workers):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
+def test_stream_loader_reshuffles_blocks_each_epoch_and_repeats_under_a_seed(tmp_path, num_workers):
+    rng = np.random.default_rng(0)
+    splits = {split: (rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8), None if split == "test" else np.arange(n))
+              for split, n in {"train": 64, "val": 8, "test": 8}.items()}
+    path = write_hdf5(tmp_path / "ids.h5", splits, chunk=4)   # each label is the image's position
+    streams = []
+
+    def epoch(seed: int, number: int, stream: StreamLoader | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if stream is None:   # blocks of 8 images, one block in the buffer: a batch is one block, permuted
+            blocks = HDF5Blocks(path, "train", 8, shuffle=True, seed=seed, drop_last=True, buffer_blocks=1)
+            stream = StreamLoader(blocks, Augment("crop+flip", (0.5,) * 3, (0.25,) * 3, 8),
+                                  num_workers=num_workers, seed=seed)
+            streams.append(stream)
+        stream.set_epoch(number)
+        batches = [(x.clone(), y.clone()) for x, y in stream]
+        return torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches])
+
+    try:
+        x0, y0 = epoch(1, 0)
+        x1, y1 = epoch(1, 1, streams[0])
+        for y in (y0, y1):
+            assert sorted(y.flatten().tolist()) == list(range(64))
+            assert (y // 8 == y[:, :1] // 8).all()          # every batch is one whole block
+        order0, order1 = y0[:, 0] // 8, y1[:, 0] // 8
+        assert not torch.equal(order0, order1)              # the blocks come in a new order
+        assert not torch.equal(order0, torch.arange(8)) and not torch.equal(order1, torch.arange(8))
+        assert not torch.equal(y0 % 8, y1 % 8)              # and are permuted differently inside
+        for again in (epoch(1, 0, streams[0]), epoch(1, 0)):   # the same loader back at epoch 0, and a new one
+            assert torch.equal(again[1], y0) and torch.equal(again[0], x0)   # augmentation included
+        assert not torch.equal(epoch(2, 0)[1], y0)          # another seed, another order
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_eval_keeps_file_order_and_shards_ranks(h5, split, num_workers):
     path, _ = h5
@@ -251,7 +299,7 @@ def test_eval_keeps_file_order_and_shards_ranks(h5, split, num_workers):
 
     def run(**kw) -> np.ndarray:
         ds = HDF5Blocks(path, split, 3, shuffle=False, **kw)
-        index, sizes = collect(DataLoader(ds, batch_size=None, num_workers=num_workers))
+        index, sizes = collect(loader(ds, num_workers))
         assert len(sizes) == len(ds)
         return index
 

@@ -3,15 +3,24 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from nmeplib.data import workers as workers_module
 from nmeplib.data.augment import Augment
+from nmeplib.data.common import DatasetError
 from nmeplib.data.hdf5 import HDF5Blocks, write_hdf5
 from nmeplib.data.loaders import StreamLoader
 from nmeplib.data.workers import SlotWorkers, WorkerError
+
+
+@pytest.fixture(autouse=True)
+def no_hang(monkeypatch):
+    """A stuck worker fails the test within a minute instead of hanging it."""
+    monkeypatch.setattr(workers_module, "STALL_S", 60.0)
 
 
 @pytest.fixture
@@ -82,6 +91,11 @@ class Source:
             if i == self.fail_at:
                 if self.how == "raise":
                     raise ValueError("bad record 7")
+                if self.how == "dataset":
+                    raise DatasetError("data.h5: chunk 3 is corrupt")
+                if self.how == "hang":
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # stuck hard: only SIGKILL ends it
+                    time.sleep(3600)
                 os.kill(os.getpid(), signal.SIGKILL)
             yield (torch.full((2, 1), i, dtype=torch.uint8), torch.full((2,), self.epoch), torch.arange(2))
 
@@ -114,6 +128,22 @@ def test_abandoned_epoch_restarts_cleanly():
 def test_worker_exception_is_raised_with_its_traceback():
     with pytest.raises(WorkerError, match=r"(?s)loader worker 1 failed.*bad record 7"):
         values(SlotWorkers(Source(fail_at=3), 2, (1,)))
+
+
+def test_dataset_error_in_a_worker_is_one_line_naming_the_file():
+    with pytest.raises(DatasetError) as err:
+        values(SlotWorkers(Source(fail_at=3, how="dataset"), 2, (1,)))
+    assert str(err.value) == "data.h5: chunk 3 is corrupt (in loader worker 1)"
+
+
+def test_stuck_worker_is_reported_and_stopped():
+    workers = SlotWorkers(Source(fail_at=2, how="hang"), 2, (1,), stall_s=1)
+    procs, start = [], time.monotonic()
+    with pytest.raises(WorkerError, match="loader worker 0 sent nothing for 1 s"):
+        for _ in workers:
+            procs = procs or list(workers._procs)
+    assert time.monotonic() - start < 30
+    assert workers._procs == [] and not any(p.is_alive() for p in procs)
 
 
 def test_killed_worker_is_reported_not_waited_for():

@@ -102,6 +102,13 @@ class StreamLoader:
             self._workers = SlotWorkers(self.dataset, self.num_workers, shape)
         return iter(self._workers)
 
+    def close(self) -> None:
+        """Stop the worker processes and close the file (both reopen on the next iteration)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+        self.dataset.close()
+
     def __iter__(self):
         gen = generator(self.device, self.seed * 1000 + self.epoch + 1)
         cuda = self.device.type == "cuda"

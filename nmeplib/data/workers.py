@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Iterator, Protocol
@@ -26,6 +27,7 @@ from .common import DatasetError
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _DONE = "done"
 _POLL_S = 1.0
+STALL_S = 600.0   # a worker that sends nothing for this long is stuck (a hung file system, say)
 SHM = "/dev/shm"
 SHM_ADVICE = ("lower DATA.NUM_WORKERS or DATA.BATCH_SIZE, read in-process with DATA.NUM_WORKERS=0, "
               "or give the container more (docker --shm-size)")
@@ -114,13 +116,15 @@ class SlotWorkers:
     Each iteration yields ``(images, labels, index)`` views into a slot; they stay valid until
     the next batch is requested, so copy or transform them before that. The workers start on
     the first iteration and stay up until ``close()`` (or until an iteration is abandoned).
+    A worker that sends nothing for ``stall_s`` seconds (default ``STALL_S``) is a WorkerError.
     """
 
     def __init__(self, source: BatchSource, num_workers: int, image_shape: tuple[int, ...], *,
-                 depth: int = 3) -> None:
+                 depth: int = 3, stall_s: float | None = None) -> None:
         if num_workers < 1 or depth < 1:
             raise ValueError("num_workers and depth must be positive")
         self.source, self.num_workers, self.depth = source, num_workers, depth
+        self.stall_s = STALL_S if stall_s is None else stall_s
         b = source.batch_size
         per_batch = b * (int(torch.Size(image_shape).numel()) + 16)   # uint8 pixels + two int64
         _check_shared_memory(num_workers * depth * per_batch)
@@ -178,10 +182,15 @@ class SlotWorkers:
     def _receive(self, w: int):
         """Worker ``w``'s next message; raise if it failed or died."""
         proc, conn = self._procs[w], self._conns[w]
+        deadline = time.monotonic() + self.stall_s
         try:
-            while not conn.poll(_POLL_S):
+            while not conn.poll(min(_POLL_S, self.stall_s)):
                 if not proc.is_alive():
                     raise EOFError
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise WorkerError(f"loader worker {w} sent nothing for {self.stall_s:.0f} s and was stopped: "
+                                      f"reading the data hangs (a stalled file system?); try DATA.NUM_WORKERS=0")
             msg = conn.recv()
         except (EOFError, OSError):
             proc.join(timeout=5)
@@ -203,10 +212,10 @@ class SlotWorkers:
                 pass
             c.close()
         for p in self._procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-                p.join()
+            for end in (None, p.terminate, p.kill):   # ask, then SIGTERM, then SIGKILL
+                if end is not None and p.is_alive():
+                    end()
+                p.join(timeout=5)
         self._procs, self._conns = [], []
 
     def __del__(self) -> None:
