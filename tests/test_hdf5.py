@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nmeplib.data.augment import Augment
+from nmeplib.checkpoint import OutputError
 from nmeplib.data import workers
+from nmeplib.data.augment import Augment
 from nmeplib.data.common import DatasetError
 from nmeplib.data.hdf5 import (SPLITS, HDF5Blocks, default_class_names, inspect_hdf5,
                                load_split, read_class_names, read_labels, write_hdf5)
@@ -377,3 +378,33 @@ def test_build_errors_name_the_problem(tmp_path):
     assert not (tmp_path / "a.h5").exists()
     with pytest.raises(DatasetError, match="no such folder"):
         build_from_folder(tmp_path / "absent", tmp_path / "a.h5", progress=False)
+
+
+def test_unwritable_output_fails_before_reading_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "src"
+    save_png(src / "cls" / "0.png")
+    save_png(src / "cls" / "1.png")
+    folder = tmp_path / "out.h5"
+    folder.mkdir()
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+
+    def unread(*args):
+        raise AssertionError("an image was read before the output path was checked")
+    monkeypatch.setattr("nmeplib.data.make_hdf5.load_image", unread)
+    with pytest.raises(OutputError, match=rf"cannot write {folder}: .*is a folder"):
+        main([str(src), str(folder)])
+    with pytest.raises(OutputError, match=rf"cannot write {blocker / 'd.h5'}: .*{blocker}"):
+        main([str(src), str(blocker / "d.h5")])
+    monkeypatch.undo()
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("os.replace", refuse)             # fails at the final rename
+    with pytest.raises(OutputError, match=rf"cannot write {tmp_path / 'd.h5'}: .*Permission denied"):
+        write_hdf5(tmp_path / "d.h5", make_splits())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.h5", "src"]
+    assert list(folder.iterdir()) == [] and blocker.read_text() == "keep me"
+    with pytest.raises(SystemExit):
+        main([str(src), str(tmp_path / "d.h5"), "--val-fraction", "1.5"])
+    assert "--val-fraction must be at least 0 and below 1, got 1.5" in capsys.readouterr().err

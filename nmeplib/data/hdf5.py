@@ -8,6 +8,7 @@ inside an in-memory buffer of blocks instead.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import tempfile
@@ -20,6 +21,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from ..checkpoint import OutputError
 from .common import DatasetError
 
 SPLITS = ("train", "val", "test")
@@ -169,14 +171,20 @@ class HDF5Writer:
 
     The file is written under a temporary name in the target folder and moved into
     place only when the writer closes without error, so readers never see half a file.
-    Splits never appended to are stored empty.
+    Splits never appended to are stored empty. An output path that cannot be written (a
+    folder, a file where a folder should be) raises OutputError before anything is read.
     """
 
     def __init__(self, path: str | os.PathLike, img_size: int,
                  class_names: list[str] | None = None, chunk: int = 256) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:   # before any image is read: a wrong path should not cost the whole conversion
+            if self.path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a folder, give a file name", str(self.path))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err}") from None
         os.close(fd)
         self._tmp, self.img_size, self.chunk = Path(tmp), img_size, chunk
         self._file = h5py.File(self._tmp, "w")
@@ -220,9 +228,12 @@ class HDF5Writer:
             return
         self._file.close()
         self._file = None
-        if commit:
-            os.replace(self._tmp, self.path)
-        else:
+        try:
+            if commit:
+                os.replace(self._tmp, self.path)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err}") from None
+        finally:
             self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "HDF5Writer":

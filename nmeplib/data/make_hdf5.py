@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of each class held out for val when there is no val folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for the val split and train order")
     args = parser.parse_args(argv)
+    if not 0 <= args.val_fraction < 1:
+        parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     info = build_from_folder(args.src, args.out, img_size=args.img_size,
                              val_fraction=args.val_fraction, seed=args.seed)
     counts = ", ".join(f"{split} {n}" for split, n in info["num_samples"].items())
