@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from nmeplib.config import CONFIG_DIR, VALID_KEYS, ConfigError, from_dict, load_config
+from nmeplib.config import CONFIG_DIR, VALID_KEYS, Config, ConfigError, from_dict, load_config
 
 
 def test_defaults_and_shipped_configs_load():
@@ -85,14 +85,82 @@ def test_round_trip_through_plain_data():
     assert set(config.flat()) == set(VALID_KEYS)
 
 
-def test_every_key_is_read_by_the_code():
-    """No dead keys: each leaf key name appears in the package source outside config.py."""
-    import re
-    from pathlib import Path
+class RecordingConfig(Config):
+    """A config that notes the full dotted name of every value read from it (``config.TRAIN.LR``,
+    ``config["WANDB"]["NAME"]``, ``t = config.TRAIN; t.LR``, ``.get``); iterating over it
+    (``to_dict``, ``flat``) reads nothing."""
 
-    import nmeplib
-    root = Path(nmeplib.__file__).parent
-    source = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "config.py")
-    for key in VALID_KEYS:
-        leaf = key.rpartition(".")[2]
-        assert re.search(rf"\.{leaf}\b|\[\"{leaf}\"\]", source), f"{key} is never read"
+    def __init__(self, tree, log: set, prefix: str = ""):
+        super().__init__()
+        object.__setattr__(self, "_log", log)
+        object.__setattr__(self, "_prefix", prefix)
+        for key, value in tree.items():
+            dict.__setitem__(self, key, RecordingConfig(value, log, f"{prefix}{key}.") if isinstance(value, dict)
+                             else value)
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if not isinstance(value, RecordingConfig):
+            self._log.add(self._prefix + key)
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+class Anything:
+    """Stands in for the wandb module and its run: every attribute and call works."""
+
+    def __init__(self, path):
+        self._path = path
+
+    def __getattr__(self, name):
+        return Anything(self._path)
+
+    def __call__(self, *args, **kwargs):
+        return Anything(self._path)
+
+    def __fspath__(self):
+        return str(self._path)
+
+    __str__ = __fspath__
+
+
+def test_recording_config_names_each_read():
+    log = set()
+    config = RecordingConfig(load_config().to_dict(), log)
+    train = config.TRAIN
+    assert (train.LR, config["WANDB"]["NAME"], config.get("SEED"), config.DATA.get("ROOT")) == (1e-3, "", 0, "")
+    config.to_dict(), config.flat(), config.get_path("MODEL.NAME")
+    assert log == {"TRAIN.LR", "WANDB.NAME", "SEED", "DATA.ROOT", "MODEL.NAME"}
+
+
+def test_every_key_is_read_by_the_code(tmp_path, monkeypatch):
+    """No dead keys: training, W&B start-up and each dataset read every key by its full name."""
+    import sys
+
+    from helpers import write_cifar
+
+    from nmeplib.data import build_dataset, build_loader
+    from nmeplib.engine import fit
+    from nmeplib.workbook.settings import make_demo_hdf5
+
+    monkeypatch.setitem(sys.modules, "wandb", Anything(tmp_path / "wandb" / "run" / "files"))
+    log = set()
+
+    def recording(name, overrides):
+        return RecordingConfig(load_config(name, overrides).to_dict(), log)
+
+    # training with W&B on (offline, a stand-in module), SGD (momentum) and label smoothing
+    fit(recording("digits_lenet", [f"OUTPUT={tmp_path / 'run'}", "TRAIN.EPOCHS=1", "DATA.BATCH_SIZE=64",
+                                   "WANDB.MODE=offline", "TRAIN.OPTIMIZER=sgd", "TRAIN.LABEL_SMOOTHING=0.1"]))
+    # CIFAR-10 from a folder (DATA.DOWNLOAD) and an HDF5 file (workers, class names, preloading)
+    write_cifar(tmp_path / "cifar", per_batch=4)
+    build_dataset(recording("lenet_base", [f"DATA.ROOT={tmp_path / 'cifar'}", "DATA.DOWNLOAD=false"]), "val")
+    hdf5 = make_demo_hdf5(tmp_path / "demo.hdf5", img_size=8)
+    for preload in ("false", "true"):
+        build_loader(recording("resnet18_medium_imagenet", [f"DATA.ROOT={hdf5}", "DATA.IMG_SIZE=8",
+                                                            "DATA.NUM_WORKERS=0", f"DATA.PRELOAD={preload}"]),
+                     "val", device="cpu")
+    never = sorted(set(VALID_KEYS) - log)
+    assert not never, f"config keys never read: {', '.join(never)}"
