@@ -16,6 +16,13 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 10, act: Callable[[], nn.Module] = nn.ReLU,
                  dropout: float = 0.5) -> None:
         super().__init__()
+        # BEGIN SOLUTION
+        # AlexNet.__init__: self.features = five Conv2d layers (64, 192, 384, 256, 256 channels), each
+        # followed by act(), with a MaxPool2d(3, 2) after the 1st, 2nd and 5th (3x63x63 -> 256x1x1);
+        # self.avgpool = AdaptiveAvgPool2d(6) (-> 256x6x6); self.flatten (-> 9,216 features);
+        # self.classifier = Dropout, Linear to 4096, act(), Dropout, Linear to 4096, act(), Linear to
+        # num_classes. 57,044,810 parameters for 10 classes, 57,823,240 for 200. Define the layers in
+        # the order they run.
         self.features = nn.Sequential(
             nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), act(), nn.MaxPool2d(3, 2),
             nn.Conv2d(64, 192, kernel_size=5, padding=2), act(), nn.MaxPool2d(3, 2),
@@ -30,6 +37,10 @@ class AlexNet(nn.Module):
             nn.Dropout(dropout), nn.Linear(4096, 4096), act(),
             nn.Linear(4096, num_classes),
         )
+        # END SOLUTION
 
     def forward(self, x: Tensor) -> Tensor:
+        # BEGIN SOLUTION
+        # AlexNet.forward: features -> avgpool -> flatten -> classifier; (N, 3, 63, 63) -> (N, num_classes).
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
+        # END SOLUTION

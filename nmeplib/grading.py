@@ -1,0 +1,316 @@
+"""``python -m nmeplib check [alexnet|resnet18|all]`` and ``wb.check``: grade the student's models.
+
+Five parts per model, offline on a CPU: ``params`` (the parameter count and each tensor's shape),
+``shapes`` (logits at the course's image sizes), ``grads`` (every parameter gets a gradient),
+``forward`` (outputs against the reference) and ``train`` (a few steps fit a handful of digits).
+
+The forward check needs no reference code: every floating-point tensor of the student's state
+dict gets fixed pseudo-random values chosen by its position and shape (``fixed_weights``), so a
+correct model computes exactly the reference's numbers on a fixed input. ``REFERENCE_FILE``
+stores, for each layer with weights, a sample of its input and output (and the logits); it is
+written by ``release`` from the solved models. Without it (the solved repository) the reference
+is computed from ``nmeplib.models`` itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+REFERENCE_FILE = Path(__file__).with_name("grading_reference.json")
+PARTS = ("params", "shapes", "grads", "forward", "train")
+SAMPLE = 16  # values kept per activation
+TOLERANCE = 1e-4  # relative error allowed in the forward check
+BATCH, SEED = 2, 0
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What each model is graded on; ``forward_size`` is the input of the forward check."""
+    sizes: tuple[int, ...]  # input sizes whose logits must have shape (BATCH, classes)
+    forward_size: int
+    train_size: int
+    per_class: int  # digits per class in the training check
+    steps: int  # at most this many AdamW steps ...
+    lr: float
+    target: float  # ... to reach this accuracy on those digits
+
+
+SPECS = {
+    "alexnet": Spec(sizes=(63, 70), forward_size=63, train_size=63, per_class=1, steps=15, lr=1e-4, target=0.8),
+    "resnet18": Spec(sizes=(32, 64, 96), forward_size=32, train_size=16, per_class=2, steps=10, lr=2e-3,
+                     target=0.9),
+}
+CLASSES = (10, 200)
+
+
+@dataclass
+class Result:
+    model: str
+    part: str
+    status: str  # pass | FAIL | todo
+    message: str = ""
+    seconds: float = 0.0
+
+
+class NotImplementedYet(Exception):
+    """The student's code still raises NotImplementedError (the release's stub)."""
+
+
+def build(name: str, num_classes: int = 10) -> nn.Module:
+    """The student's model (or the solution, in the solved repository), dropout off."""
+    from .models import build_model
+
+    try:
+        return build_model(name, num_classes, dropout=0.0)
+    except NotImplementedError as err:
+        raise NotImplementedYet(str(err)) from err
+
+
+def run(model: nn.Module, x: Tensor) -> Tensor:
+    try:
+        return model(x)
+    except NotImplementedError as err:
+        raise NotImplementedYet(str(err)) from err
+
+
+def state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """The floating-point parameters and buffers, in definition order (``state_dict`` order)."""
+    return [(k, v) for k, v in model.state_dict(keep_vars=True).items() if v.is_floating_point()]
+
+
+def fixed_weights(model: nn.Module) -> None:
+    """Set every state tensor to values that depend only on its position and shape.
+
+    Weights are uniform with variance 2/fan_in (activations keep their scale through ReLUs);
+    vectors (biases, norm weights, running statistics) are in [0.5, 1), so variances stay positive.
+    """
+    with torch.no_grad():
+        for index, (_, tensor) in enumerate(state_tensors(model)):
+            rng = np.random.default_rng([SEED, index])
+            if tensor.dim() > 1:
+                bound = (6.0 / (tensor[0].numel())) ** 0.5
+                values = rng.uniform(-bound, bound, tuple(tensor.shape))
+            else:
+                values = rng.uniform(0.5, 1.0, tuple(tensor.shape))
+            tensor.copy_(torch.from_numpy(values))
+
+
+def fixed_input(size: int) -> Tensor:
+    return torch.from_numpy(np.random.default_rng(SEED).standard_normal((BATCH, 3, size, size))).float()
+
+
+def summarise(t: Tensor) -> dict:
+    """Shape, norm and a fixed sample of ``t``'s values."""
+    flat = t.detach().reshape(-1).double()
+    idx = torch.linspace(0, flat.numel() - 1, SAMPLE).long()
+    return {"shape": list(t.shape), "norm": flat.norm().item(), "sample": flat[idx].tolist()}
+
+
+def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules that own state tensors themselves, in definition order."""
+    return [(n, m) for n, m in model.named_modules()
+            if any(v.is_floating_point() for v in [*m.parameters(recurse=False), *m.buffers(recurse=False)])]
+
+
+def trace(model: nn.Module, x: Tensor) -> tuple[list[dict | None], Tensor]:
+    """Each weighted layer's input and output summaries (first call; None if never called), and the logits."""
+    layers = weighted_layers(model)
+    seen: list[dict | None] = [None] * len(layers)
+
+    def hook(index: int) -> Callable:
+        def record(_module, inputs, output):
+            if seen[index] is None:
+                seen[index] = {"in": summarise(inputs[0]), "out": summarise(output)}
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, (_, m) in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            logits = run(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen, logits
+
+
+def reference_record(name: str) -> dict:
+    """What the solution computes: parameter counts, state tensor shapes, layer summaries, logits."""
+    spec = SPECS[name]
+    counts = {str(c): sum(p.numel() for p in build(name, c).parameters()) for c in CLASSES}
+    model = build(name).eval()
+    fixed_weights(model)
+    layers, logits = trace(model, fixed_input(spec.forward_size))
+    return {"params": counts, "tensors": [[k, list(v.shape)] for k, v in state_tensors(model)],
+            "layers": [[n, type(m).__name__] for n, m in weighted_layers(model)],
+            "trace": layers, "logits": summarise(logits)}
+
+
+def reference_json() -> str:
+    """The reference records of every graded model, as written into a release."""
+    return json.dumps({name: reference_record(name) for name in SPECS}, indent=1) + "\n"
+
+
+def load_reference(name: str) -> dict:
+    if REFERENCE_FILE.exists():
+        return json.loads(REFERENCE_FILE.read_text())[name]
+    return reference_record(name)
+
+
+def relative_error(a: dict, b: dict) -> float:
+    x = np.array([*a["sample"], a["norm"]])
+    y = np.array([*b["sample"], b["norm"]])
+    return float(np.linalg.norm(x - y) / max(np.linalg.norm(x) + np.linalg.norm(y), 1e-12))
+
+
+def check_params(name: str, ref: dict) -> str:
+    problems = []
+    for classes in CLASSES:
+        got, want = sum(p.numel() for p in build(name, classes).parameters()), ref["params"][str(classes)]
+        if got != want:
+            problems.append(f"{got:,} parameters for {classes} classes, expected {want:,} ({got - want:+,})")
+    mine, theirs = state_tensors(build(name)), ref["tensors"]
+    for index, ((key, tensor), (ref_key, shape)) in enumerate(zip(mine, theirs)):
+        if list(tensor.shape) != shape:
+            problems.append(f"tensor #{index + 1} {key} has shape {tuple(tensor.shape)}; the reference's "
+                            f"#{index + 1} ({ref_key}) is {tuple(shape)}")
+            break
+    if len(mine) != len(theirs) and not problems:
+        problems.append(f"{len(mine)} weight/statistics tensors, expected {len(theirs)}")
+    return "; ".join(problems)
+
+
+def check_shapes(name: str, spec: Spec) -> str:
+    model = build(name).eval()
+    problems = []
+    for size in spec.sizes:
+        with torch.no_grad():
+            out = run(model, torch.zeros(BATCH, 3, size, size))
+        if tuple(out.shape) != (BATCH, 10):
+            problems.append(f"input {BATCH}x3x{size}x{size} gives {tuple(out.shape)}, expected ({BATCH}, 10)")
+    return "; ".join(problems)
+
+
+def check_grads(name: str, spec: Spec) -> str:
+    torch.manual_seed(SEED)
+    model = build(name).train()
+    loss = F.cross_entropy(run(model, fixed_input(spec.forward_size)), torch.arange(BATCH))
+    loss.backward()
+    missing = [k for k, p in model.named_parameters() if p.grad is None]
+    zero = [k for k, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
+    parts = [f"no gradient reaches {', '.join(missing[:4])} (not used in forward?)" if missing else "",
+             f"zero gradient in {', '.join(zero[:4])}" if zero else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def check_forward(name: str, spec: Spec, ref: dict) -> str:
+    if shapes := check_params(name, ref):
+        return f"cannot load the fixed weights: {shapes}"
+    model = build(name).eval()
+    fixed_weights(model)
+    got, logits = trace(model, fixed_input(spec.forward_size))
+    layers = weighted_layers(model)
+    for (layer, module), mine, theirs, (ref_layer, _) in zip(layers, got, ref["trace"], ref["layers"]):
+        what = f"{layer} ({type(module).__name__}, the reference's {ref_layer})"
+        if mine is None:
+            return f"{what} is never called in forward"
+        for side, text in (("in", "receives a different input"), ("out", "computes a different output")):
+            a, b = mine[side], theirs[side]
+            where = ("check what runs before it (activation, pooling, shortcut, order of the layers)"
+                     if side == "in" else "from the same input: check its stride, padding or kind")
+            if a["shape"] != b["shape"]:
+                return f"{what} {text}: shape {tuple(a['shape'])}, expected {tuple(b['shape'])}; {where}"
+            if (err := relative_error(a, b)) > TOLERANCE:
+                return f"{what} {text}: relative error {err:.2g}; {where}"
+    if (err := relative_error(summarise(logits), ref["logits"])) > TOLERANCE:
+        return f"every layer matches but the logits differ (relative error {err:.2g}): check the end of forward"
+    return ""
+
+
+def check_train(name: str, spec: Spec) -> str:
+    from .data.digits import load_split, mean_std
+
+    images, labels = load_split("train", spec.train_size)
+    picked = torch.cat([torch.nonzero(labels == c)[: spec.per_class, 0] for c in range(10)])
+    mean, std = (torch.tensor(v)[:, None, None] for v in mean_std(spec.train_size))
+    x, y = (images[picked].float() / 255 - mean) / std, labels[picked]
+    torch.manual_seed(SEED)
+    model = build(name).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0, fused=True)
+    accuracy, losses = 0.0, []
+    for step in range(1, spec.steps + 1):
+        logits = run(model, x)
+        loss = F.cross_entropy(logits, y)
+        accuracy = (logits.argmax(1) == y).float().mean().item()
+        losses.append(loss.item())
+        if accuracy >= spec.target:
+            return ""
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (f"{len(x)} digits at {spec.train_size} px: {accuracy:.0%} accuracy after {spec.steps} AdamW steps "
+            f"(lr {spec.lr:g}), expected at least {spec.target:.0%}; loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+
+
+def _where(err: BaseException) -> str:
+    """The innermost frame of the student's model code, as ``file:line``."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "models" in Path(f.filename).parts]
+    return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+def grade(name: str, parts: tuple[str, ...] = PARTS) -> list[Result]:
+    """Each requested part's result for one model."""
+    spec, ref = SPECS[name], load_reference(name)
+    runs = {"params": lambda: check_params(name, ref), "shapes": lambda: check_shapes(name, spec),
+            "grads": lambda: check_grads(name, spec), "forward": lambda: check_forward(name, spec, ref),
+            "train": lambda: check_train(name, spec)}
+    results = []
+    for part in parts:
+        start = time.perf_counter()
+        try:
+            message = runs[part]()
+            status = "FAIL" if message else "pass"
+        except NotImplementedYet as err:
+            status, message = "todo", f"not implemented yet: {err}"
+        except Exception as err:  # the student's code failing is a result, not a crash
+            status, message = "FAIL", f"{type(err).__name__}: {err}{_where(err)}"
+        results.append(Result(name, part, status, message, time.perf_counter() - start))
+    return results
+
+
+def format_results(results: list[Result]) -> str:
+    """Failures with their messages, then one summary row per model and part."""
+    lines = [f"{r.model} {r.part}: {r.message}" for r in results if r.status != "pass"]
+    lines += ["", f"{'model':<9} {'part':<8} {'result':<6} {'time':>6}"]
+    lines += [f"{r.model:<9} {r.part:<8} {r.status:<6} {r.seconds:5.1f}s" for r in results]
+    passed = sum(r.status == "pass" for r in results)
+    lines.append(f"{passed}/{len(results)} passed")
+    return "\n".join(lines).lstrip("\n")
+
+
+def check(model: str = "all", parts: tuple[str, ...] = PARTS) -> bool:
+    """Grade ``model`` (``alexnet``, ``resnet18`` or ``all``), print the report; True when all pass."""
+    names = tuple(SPECS) if model == "all" else (model,)
+    if any(n not in SPECS for n in names):
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join((*SPECS, 'all'))}")
+    torch.set_grad_enabled(True)
+    results = [r for n in names for r in grade(n, parts)]
+    print(format_results(results))
+    return all(r.status == "pass" for r in results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nmeplib check", description="Grade your AlexNet and ResNet18.")
+    p.add_argument("model", nargs="?", default="all", choices=(*SPECS, "all"))
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to check (default: all)")
+    args = p.parse_args(argv)
+    return 0 if check(args.model, tuple(args.parts)) else 1

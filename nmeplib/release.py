@@ -1,0 +1,209 @@
+"""``python -m nmeplib release OUT_DIR``: the student repository, with the solutions taken out.
+
+What students write is marked in place, in the style of nbgrader:
+
+- Python files and notebook code cells: a ``# BEGIN SOLUTION`` line, the hint as comment lines
+  right after it, the solution, and ``# END SOLUTION``. The release keeps the hint and replaces
+  the rest with ``raise NotImplementedError(hint)``.
+- ``worksheet.md``: ``<!-- BEGIN ANSWER -->`` ... ``<!-- END ANSWER -->`` around each answer,
+  which becomes ``YOUR ANSWER HERE`` (or the text after ``BEGIN ANSWER:`` in the marker).
+
+The release is built from the git-tracked files, less the staff-only ones (``STAFF_ONLY``); the
+README's "For course staff" section becomes ``STUDENT_README``, and ``grading.REFERENCE_FILE`` is
+written so that ``python -m nmeplib check`` can grade without the solutions.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
+ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
+WORKSHEET = "worksheet.md"
+STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
+    "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py",
+    "figures/*", "*/figures/*", "results/*", "*/results/*", "runs/*",
+)
+STAFF_SECTION = "## For course staff"
+STUDENT_README = """## For students
+
+This is your copy of the workbook. Each `# YOUR CODE HERE` in `nmeplib/models/alexnet.py`,
+`nmeplib/models/resnet.py` and the notebooks raises `NotImplementedError` with what to build, the
+shapes and the parameter count to reach: replace the `raise` with your code. Answer each question
+of `worksheet.md` in place of its `YOUR ANSWER HERE`.
+
+Get feedback on your models at any time (offline, on a CPU, in seconds):
+
+```bash
+python -m nmeplib check alexnet       # or resnet18, or all
+```
+
+or `wb.check("alexnet")` in a notebook. It checks the parameter count, the output shapes at the
+course's image sizes, that every parameter receives a gradient, your forward pass against the
+reference's outputs (stored in `nmeplib/grading_reference.json`: your weights are set to fixed
+values, in the order you define the layers, so define them in the order they run) and a few
+training steps on the bundled digits. Each failure names the layer or the property that differs.
+Until your models are written, the notebooks and tests that use them stop at the first stub.
+"""
+
+
+class ReleaseError(ValueError):
+    """A marker problem or an unusable output folder; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Region:
+    path: str
+    line: int  # 1-based line of the BEGIN marker (within the cell for notebooks)
+    hint: str
+
+
+def _comment_text(line: str) -> str:
+    return line.strip().lstrip("#").strip()
+
+
+def strip_solutions(text: str, path: str) -> tuple[str, list[Region]]:
+    """``text`` with every solution region replaced by its hint and a ``NotImplementedError``."""
+    out: list[str] = []
+    regions: list[Region] = []
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip()
+        if stripped.startswith(END):
+            raise ReleaseError(f"{path}:{i + 1}: {END!r} without a {BEGIN!r} before it")
+        if not stripped.startswith(BEGIN):
+            out.append(lines[i])
+            i += 1
+            continue
+        start, indent = i, lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        hint = [stripped[len(BEGIN):].lstrip(":").strip()]
+        i += 1
+        while i < len(lines) and lines[i].strip().startswith("#") and not lines[i].strip().startswith(END):
+            if lines[i].strip().startswith(BEGIN):
+                break
+            hint.append(_comment_text(lines[i]))
+            i += 1
+        while i < len(lines) and not lines[i].strip().startswith((END, BEGIN)):
+            i += 1
+        if i == len(lines) or lines[i].strip().startswith(BEGIN):
+            raise ReleaseError(f"{path}:{start + 1}: {BEGIN!r} is not closed by {END!r}")
+        hint = [h for h in hint if h] or ["write this part"]
+        out += [f"{indent}# YOUR CODE HERE\n", *(f"{indent}# {h}\n" for h in hint),
+                f"{indent}raise NotImplementedError({' '.join(hint)!r})\n"]
+        regions.append(Region(path, start + 1, " ".join(hint)))
+        i += 1
+    return "".join(out), regions
+
+
+def strip_answers(text: str, path: str) -> tuple[str, list[Region]]:
+    """``text`` with every answer region replaced by its placeholder."""
+    out: list[str] = []
+    regions: list[Region] = []
+    start = None
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        stripped = line.strip()
+        if stripped.startswith(ANSWER_BEGIN):
+            if start is not None:
+                raise ReleaseError(f"{path}:{start}: answer region is not closed by {ANSWER_END!r}")
+            start = number
+            text_after = stripped[len(ANSWER_BEGIN):].removesuffix("-->").lstrip(":").strip()
+            out.append((text_after or ANSWER_PLACEHOLDER) + "\n")
+            regions.append(Region(path, number, text_after or ANSWER_PLACEHOLDER))
+        elif stripped.startswith(ANSWER_END):
+            if start is None:
+                raise ReleaseError(f"{path}:{number}: {ANSWER_END!r} without a {ANSWER_BEGIN + ' -->'!r} before it")
+            start = None
+        elif start is None:
+            out.append(line)
+    if start is not None:
+        raise ReleaseError(f"{path}:{start}: answer region is not closed by {ANSWER_END!r}")
+    return "".join(out), regions
+
+
+def strip_notebook(text: str, path: str) -> tuple[str, list[Region]]:
+    """A notebook with its code cells' solution regions stubbed and every output cleared."""
+    notebook = json.loads(text)
+    regions: list[Region] = []
+    for number, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source, found = strip_solutions("".join(cell["source"]), f"{path} cell {number}")
+        cell["source"] = source.splitlines(keepends=True)
+        cell["outputs"], cell["execution_count"] = [], None
+        regions += found
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", regions
+
+
+def student_readme(text: str) -> str:
+    """README with the staff section replaced by the students' one."""
+    head, found, tail = text.partition(STAFF_SECTION)
+    rest = re.search(r"^## ", tail, flags=re.M)
+    body = head.rstrip("\n") + "\n\n" + STUDENT_README
+    return body + ("\n" + tail[rest.start():] if found and rest else "")
+
+
+def tracked_files(root: Path) -> list[str]:
+    """Repository-relative paths of the git-tracked files that exist, staff-only ones left out."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise ReleaseError(f"{root} is not a git checkout (git ls-files failed: {err})") from err
+    paths = [p for p in listing.decode().split("\0") if p]
+    return [p for p in paths if (root / p).is_file()
+            and not any(fnmatch.fnmatch(p, pattern) for pattern in STAFF_ONLY)]
+
+
+def build_release(root: Path) -> tuple[dict[str, bytes], list[Region]]:
+    """Every file of the release (path -> contents) and the regions stripped, without writing."""
+    files: dict[str, bytes] = {}
+    regions: list[Region] = []
+    for path in tracked_files(root):
+        data = (root / path).read_bytes()
+        strip = (strip_answers if path == WORKSHEET else strip_notebook if path.endswith(".ipynb")
+                 else strip_solutions if path.endswith(".py") and path != "nmeplib/release.py" else None)
+        if strip is not None:
+            text, found = strip(data.decode(), path)
+            data, regions = text.encode(), regions + found
+        elif path == "README.md":
+            data = student_readme(data.decode()).encode()
+        files[path] = data
+    return files, regions
+
+
+def release(root: Path, out_dir: Path, *, force: bool = False) -> list[Region]:
+    """Write the student repository for ``root`` into ``out_dir``; returns the regions stripped."""
+    from . import grading
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise ReleaseError(f"{out_dir} is not an empty folder (pass --force to write into it anyway)")
+    files, regions = build_release(root)
+    reference = grading.REFERENCE_FILE.relative_to(Path(grading.__file__).parents[1]).as_posix()
+    files[reference] = grading.reference_json().encode()
+    for path, data in files.items():
+        target = out_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return regions
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nmeplib release",
+                                description="Write the student repository: solutions stubbed, answers blanked.")
+    p.add_argument("out_dir", type=Path, help="folder to write (must be empty unless --force)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing files")
+    args = p.parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    regions = release(root, args.out_dir, force=args.force)
+    for region in regions:
+        print(f"stripped {region.path}:{region.line}: {region.hint[:90]}")
+    answers = sum(r.path == WORKSHEET for r in regions)
+    print(f"wrote {args.out_dir}: {len(regions) - answers} solution regions stubbed, {answers} answers blanked")
+    return 0
