@@ -66,6 +66,8 @@ def _summary(args: argparse.Namespace) -> None:
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
     "throughput": ("nmeplib.throughput", "training images/s and peak memory vs batch size"),
+    "release": ("nmeplib.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
+    "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
 }
 
 
