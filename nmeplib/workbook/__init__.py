@@ -1,8 +1,10 @@
 """Helpers for the workbook's notebooks, used as ``import nmeplib.workbook as wb``.
 
 ``settings``: paths, smoke mode and configs from notebook parameters; ``views``: what a dataset
-split looks like; ``models``: model comparison tables; ``runs``: results of finished runs.
+split looks like; ``models``: model comparison tables; ``runs``: results of finished runs;
+``check``: grade the student's AlexNet or ResNet18 (``nmeplib.grading``).
 """
+from ..grading import check
 from .settings import (
     DEMO_HDF5, HYPERPARAMETERS, PARAMETER_KEYS, SMOKE_ENV, SMOKE_IMG_SIZE, SMOKE_MAX_BATCH,
     SMOKE_MAX_EPOCHS, SMOKE_VALUES, hyperparameters, make_demo_hdf5, notebook_config,
@@ -20,5 +22,5 @@ __all__ = [
     "smoke_values", "prediction_grid", "read_summary", "run_row", "summary_row", "with_speed",
     "augment_examples", "channel_stats", "class_counts", "example_grid", "examples_per_class",
     "image_explorer", "plot_augment", "plot_class_counts", "read_images", "split_sizes",
-    "stats_table", "flatten_width", "memory_note", "model_table", "plot_model_comparison"
+    "stats_table", "flatten_width", "memory_note", "model_table", "plot_model_comparison", "check"
 ]
