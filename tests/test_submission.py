@@ -120,9 +120,13 @@ def test_cli_predict_writes_ids_and_the_models_predictions(trained, tmp_path, ca
     images, _ = load_split(path, "test", progress=False)
     normalise = Augment("none", IMAGENET_MEAN, IMAGENET_STD, config.DATA.IMG_SIZE, train=False)
     with torch.no_grad():
-        expected = torch.cat([model(normalise(images[i:i + 16])).argmax(1) for i in range(0, 37, 16)])
-    assert [int(r[1]) for r in rows[1:]] == expected.tolist()
-    assert len(set(expected.tolist())) > 1                  # a real test of the order
+        logits = model(normalise(images))
+    top2 = logits.topk(2).values
+    clear = top2[:, 0] - top2[:, 1] > 0.05    # CUDA predicts in bf16: compare where that cannot matter
+    assert clear.sum() > 30
+    expected = logits.argmax(1)
+    assert torch.equal(torch.tensor([int(r[1]) for r in rows[1:]])[clear], expected[clear])
+    assert len(set(expected[clear].tolist())) > 1           # a real test of the order
 
 
 OTHER_DATA = {
