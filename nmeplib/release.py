@@ -19,6 +19,7 @@ import fnmatch
 import json
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing files")
     args = p.parse_args(argv)
     root = Path(__file__).resolve().parents[1]
-    regions = release(root, args.out_dir, force=args.force)
+    try:
+        regions = release(root, args.out_dir, force=args.force)
+    except ReleaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for region in regions:
         print(f"stripped {region.path}:{region.line}: {region.hint[:90]}")
     answers = sum(r.path == WORKSHEET for r in regions)
