@@ -231,6 +231,8 @@ def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tu
                 ckpt.clear_run(out)
             return None, None
         state = ckpt.load_checkpoint(out / ckpt.LAST, map_location="cpu")
+        if writer:
+            ckpt.remove_temporaries(out)
         changes = config_changes(state["config"], config, RESUMABLE)
         if changes:
             raise ConfigError(f"cannot resume {out} with other settings ({'; '.join(changes)}); resume with the "

@@ -219,7 +219,8 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
         if state == "done":
             results.append(_result_row(name, values, folder, "skipped"))
             continue
-        (folder / ckpt.SUMMARY).unlink(missing_ok=True)  # a stale one (other epochs) must not be read back
+        if state == "new":
+            ckpt.clear_run(folder)  # a run of other settings, or resume=False: train this member afresh
         try:
             if runner == "papermill":
                 _run_notebook(notebook, folder, params)
