@@ -27,8 +27,8 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 WORKSHEET = "worksheet.md"
-STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
-    "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py",
+STAFF_ONLY = (  # this tool, its tests and the solutions'; measured results and figures
+    "nmeplib/release.py", "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py",
     "figures/*", "*/figures/*", "results/*", "*/results/*", "runs/*",
 )
 STAFF_SECTION = "## For course staff"
@@ -168,7 +168,7 @@ def build_release(root: Path) -> tuple[dict[str, bytes], list[Region]]:
     for path in tracked_files(root):
         data = (root / path).read_bytes()
         strip = (strip_answers if path == WORKSHEET else strip_notebook if path.endswith(".ipynb")
-                 else strip_solutions if path.endswith(".py") and path != "nmeplib/release.py" else None)
+                 else strip_solutions if path.endswith(".py") else None)
         if strip is not None:
             text, found = strip(data.decode(), path)
             data, regions = text.encode(), regions + found

@@ -1,0 +1,116 @@
+"""``python -m nmeplib release``: the student repository, and ``check`` run inside it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nmeplib import release
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("nmeplib/models/alexnet.py", "nmeplib/models/resnet.py")
+
+
+def check_in(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m nmeplib check ARGS`` with ``repo``'s own nmeplib first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    return subprocess.run([sys.executable, "-m", "nmeplib", "check", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("release") / "student"
+    release.release(ROOT, out)
+    return out
+
+
+@pytest.fixture
+def solved(student, tmp_path) -> Path:
+    """A copy of the release with the course's solutions copied back in."""
+    repo = tmp_path / "solved"
+    shutil.copytree(student, repo)
+    for path in MODELS:
+        shutil.copy(ROOT / path, repo / path)
+    return repo
+
+
+def test_python_region_becomes_hint_and_stub():
+    text = "def f():\n    # BEGIN SOLUTION\n    # f: return 42\n    return 42\n    # END SOLUTION\n"
+    stripped, regions = release.strip_solutions(text, "m.py")
+    assert stripped == ("def f():\n    # YOUR CODE HERE\n    # f: return 42\n"
+                        "    raise NotImplementedError('f: return 42')\n")
+    assert regions == [release.Region("m.py", 2, "f: return 42")]
+
+
+@pytest.mark.parametrize("text, where", [
+    ("x = 1\n# BEGIN SOLUTION\ny = 2\n", "m.py:2: '# BEGIN SOLUTION' is not closed"),
+    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION\n", "m.py:1: '# BEGIN SOLUTION' is not closed"),
+    ("x = 1\n# END SOLUTION\n", "m.py:2: '# END SOLUTION' without"),
+])
+def test_unclosed_or_stray_marker_is_refused(text, where):
+    with pytest.raises(release.ReleaseError, match=where):
+        release.strip_solutions(text, "m.py")
+
+
+def test_answers_blanked_and_unclosed_refused():
+    text = "## Q?\n\n<!-- BEGIN ANSWER -->\nForty-two.\n<!-- END ANSWER -->\n"
+    assert release.strip_answers(text, "w.md")[0] == "## Q?\n\nYOUR ANSWER HERE\n"
+    with pytest.raises(release.ReleaseError, match="w.md:3: answer region is not closed"):
+        release.strip_answers(text.replace("<!-- END ANSWER -->\n", ""), "w.md")
+
+
+def test_refuses_a_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    assert release.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path} is not an empty folder") and "--force" in err
+
+
+def test_release_has_no_solutions(student):
+    files = {p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()}
+    assert "tests/test_models.py" not in files and "tests/test_release.py" not in files
+    assert "nmeplib/grading_reference.json" in files
+    everything = "".join((student / f).read_text(errors="replace") for f in files)
+    assert "BEGIN SOLUTION" not in everything and "BEGIN ANSWER" not in everything
+    alexnet = (student / "nmeplib/models/alexnet.py").read_text()
+    assert "nn.Conv2d(3, 64" not in alexnet and "57,044,810 parameters for 10 classes" in alexnet
+    assert "BasicBlock(in_ch, out_ch" not in (student / "nmeplib/models/resnet.py").read_text()
+    worksheet = (student / "worksheet.md").read_text()
+    assert "## 4.1 How many parameters does AlexNet have?" in worksheet and "x = 256·6·6" not in worksheet
+    assert worksheet.count("YOUR ANSWER HERE") == (ROOT / "worksheet.md").read_text().count("BEGIN ANSWER") - 1
+    readme = (student / "README.md").read_text()
+    assert "## For students" in readme and "## For course staff" not in readme
+    cells = json.loads((student / "notebooks/06_resnet.ipynb").read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    assert not any("= wb.prediction_grid(" in s for s in sources)
+    assert any(s.startswith("# YOUR CODE HERE") and "NotImplementedError" in s for s in sources)
+
+
+def test_stubs_read_as_not_implemented(student):
+    result = check_in(student, "all", "--parts", "params", "shapes")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "alexnet params: not implemented yet: AlexNet.__init__:" in result.stdout
+    assert "resnet18 params: not implemented yet: ResNet18.__init__:" in result.stdout
+    assert "0/4 passed" in result.stdout
+
+
+def test_solutions_copied_back_pass(solved):
+    result = check_in(solved, "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10/10 passed" in result.stdout
+
+
+def test_planted_missing_relu_is_named(solved):
+    path = solved / "nmeplib/models/resnet.py"
+    source = path.read_text()
+    path.write_text(source.replace("return self.act2(out + self.shortcut(x))", "return out + self.shortcut(x)"))
+    result = check_in(solved, "resnet18", "--parts", "params", "forward")
+    assert result.returncode == 1
+    assert "resnet18 forward: layer1.1.conv1 (Conv2d" in result.stdout
+    assert "receives a different input" in result.stdout and "1/2 passed" in result.stdout
