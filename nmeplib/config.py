@@ -5,16 +5,23 @@ upper-case dotted keys, e.g. ``config.TRAIN.LR``. YAML files may name parents wi
 ``BASE: [file.yaml, ...]``; later files and overrides win. Every value is checked against
 the type of its default and, where there is a fixed set, against the allowed choices, so a
 typo fails early with a message naming the key instead of deep inside training.
+
+Configs of the old course code (``DATA.DATA_PATH``, ``TRAIN.OPTIMIZER.NAME``, ``PRINT_FREQ``, ...)
+load too: a file holding any old-only key is translated key by key (``legacy.py``), and old
+key names are accepted as overrides; keys with no counterpart are named in one warning.
 """
 from __future__ import annotations
 
 import copy
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+
+from . import legacy
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -72,6 +79,8 @@ CHOICES: dict[str, tuple] = {
 }
 # Keys whose default is None and the type they take when set.
 OPTIONAL_TYPES: dict[str, type] = {"MODEL.NUM_CLASSES": int, "MODEL.DROPOUT": float}
+# Datasets with a fixed number of classes (MediumImageNet's comes from its file).
+DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "digits": 10}
 POSITIVE = ("DATA.IMG_SIZE", "DATA.BATCH_SIZE", "TRAIN.EPOCHS", "TRAIN.DECAY_EPOCHS", "MODEL.NUM_CLASSES")
 NON_NEGATIVE = ("DATA.NUM_WORKERS", "TRAIN.WARMUP_EPOCHS", "TRAIN.LR", "TRAIN.MIN_LR",
                 "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
@@ -126,10 +135,11 @@ def _flatten(tree: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
 VALID_KEYS = dict(_flatten(DEFAULTS))
 
 
-def _unknown_key(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, VALID_KEYS, n=3, cutoff=0.5)
+def _unknown_key(key: str, where: str, old_style: bool = False) -> ConfigError:
+    names = [*VALID_KEYS, *legacy.OLD_KEYS] if old_style else list(VALID_KEYS)
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(VALID_KEYS)}"
-    return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+    return ConfigError(f"unknown config key {key!r} in {where}{' (an old-style config)' if old_style else ''}{hint}")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -170,9 +180,18 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def _set(config: Config, key: str, value: Any, where: str) -> None:
+def _set(config: Config, key: str, value: Any, where: str,
+         translator: legacy.Translator | None = None, old_style: bool = False) -> None:
+    """Set ``key``; with a ``translator``, an old course key is set under its new name (or left out)."""
     if key not in VALID_KEYS:
-        raise _unknown_key(key, where)
+        if translator is None or not legacy.is_old_key(key):
+            raise _unknown_key(key, where, old_style)
+        for new_key, new_value in translator.translate(key, value):
+            try:
+                _set(config, new_key, new_value, where)
+            except ConfigError as err:
+                raise ConfigError(f"{key} (old name of {new_key}) in {where}: {err}") from None
+        return
     *parents, leaf = key.split(".")
     node = config
     for part in parents:
@@ -190,7 +209,8 @@ def _find_file(name_or_path: str | os.PathLike) -> Path:
     raise ConfigError(f"config {str(name_or_path)!r} not found: give a YAML path or one of: {shipped}")
 
 
-def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = ()) -> None:
+def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = (),
+               translator: legacy.Translator | None = None) -> None:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"config {path} inherits from itself through BASE")
@@ -203,12 +223,15 @@ def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = ()) -> None:
     bases = tree.pop("BASE", None) or []
     for base in [bases] if isinstance(bases, str) else bases:
         base_path = path.parent / base if (path.parent / base).is_file() else _find_file(base)
-        _read_yaml(base_path, config, seen + (path,))
-    for key, value in _flatten(tree):
-        _set(config, key, value, str(path))
+        _read_yaml(base_path, config, seen + (path,), translator)
+    items = list(_flatten(tree))
+    old_style = legacy.is_old_style((key for key, _ in items), VALID_KEYS)
+    for key, value in items:
+        _set(config, key, value, str(path), translator if old_style else None, old_style)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
+    """``"TRAIN.LR=0.01"`` -> ``("TRAIN.LR", 0.01)``; the value is read as YAML."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. TRAIN.LR=0.001")
     key, text = item.split("=", 1)
@@ -235,13 +258,24 @@ def check(config: Config) -> None:
         parse_augment(config.DATA.AUGMENT)
     except ValueError as err:
         raise ConfigError(f"DATA.AUGMENT: {err}") from None
+    known = DATASET_CLASSES.get(config.DATA.DATASET)
+    wanted = config.MODEL.NUM_CLASSES
+    if known is not None and wanted is not None and wanted > known:
+        warnings.warn(f"MODEL.NUM_CLASSES={wanted} but {config.DATA.DATASET} has {known} classes: "
+                      f"{wanted - known} outputs never see a label; leave it unset (none) to take the dataset's",
+                      UserWarning, stacklevel=4)  # at load_config's caller
 
 
-def _apply(config: Config, overrides: Iterable[str] | Mapping[str, Any]) -> Config:
+def _apply(config: Config, overrides: Iterable[str] | Mapping[str, Any],
+           translator: legacy.Translator | None = None) -> Config:
+    """Set ``overrides`` (old course key names too), run :func:`check`, then name any old keys
+    that were left out in one :class:`legacy.OldConfigWarning`."""
+    translator = translator or legacy.Translator()
     items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
     for key, value in items:
-        _set(config, key, value, "overrides")
+        _set(config, key, value, "overrides", translator)
     check(config)
+    translator.warn()
     return config
 
 
@@ -251,11 +285,14 @@ def load_config(name_or_path: str | os.PathLike | None = None,
 
     ``name_or_path`` is a path or the name of a shipped config (``lenet_base``); ``None``
     gives the defaults. ``overrides`` is ``["TRAIN.LR=0.01", ...]`` or ``{"TRAIN.LR": 0.01}``.
+    A file of the old course code and old key names in ``overrides`` are translated
+    (``nmeplib.legacy``); the keys left out are named in one ``OldConfigWarning``.
     """
     config = _wrap(copy.deepcopy(DEFAULTS))
+    translator = legacy.Translator()
     if name_or_path:
-        _read_yaml(_find_file(name_or_path), config)
-    return _apply(config, overrides)
+        _read_yaml(_find_file(name_or_path), config, translator=translator)
+    return _apply(config, overrides, translator)
 
 
 def from_dict(tree: Mapping, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Config:
