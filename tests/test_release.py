@@ -114,3 +114,16 @@ def test_planted_missing_relu_is_named(solved):
     assert result.returncode == 1
     assert "resnet18 forward: layer1.1.conv1 (Conv2d" in result.stdout
     assert "receives a different input" in result.stdout and "1/2 passed" in result.stdout
+
+
+@pytest.mark.slow
+def test_release_notebook_stops_at_first_stub_with_its_hint(student, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(student), "NMEPLIB_SMOKE": "1"}
+    result = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "notebooks/01_datasets.ipynb",
+                             str(tmp_path / "out.ipynb")], cwd=student, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0
+    assert "NotImplementedError: Draw two training images per class" in result.stdout + result.stderr
+    cells = json.loads((tmp_path / "out.ipynb").read_text())["cells"]
+    failed = [c for c in cells if c["cell_type"] == "code" and any(o["output_type"] == "error" for o in c["outputs"])]
+    assert len(failed) == 1 and "".join(failed[0]["source"]).startswith("# YOUR CODE HERE")
