@@ -3,6 +3,11 @@
 Every expected failure (a bad config key, a missing or malformed file, a run folder in use, a
 full disk, a diverged run) ends with one line ``error: ...`` naming what is wrong and exit
 status 2. Anything else is a bug and keeps its traceback.
+
+``train`` also takes the old course code's flags (``main.py``): ``--cfg`` (``--config``),
+``--opts KEY VALUE ...`` (``--set KEY=VALUE ...``), ``--batch-size``, ``--data-path``,
+``--resume PATH`` (continue the run in PATH's folder), ``--eval`` (validate a checkpoint) and
+``--throughput`` (the ``throughput`` command for the config's model).
 """
 from __future__ import annotations
 
@@ -14,26 +19,95 @@ from pathlib import Path
 from .config import ConfigError, load_config
 
 
-def _train(args: argparse.Namespace) -> None:
+def _resume_target(path: str, output: str | None) -> tuple[Path, Path | None]:
+    """``--resume PATH`` (the old course code's form): the run folder to continue and the
+    checkpoint file named, if PATH is a file. A file must be an nmeplib checkpoint."""
+    from . import checkpoint as ckpt
+
+    given = Path(path)
+    if given.is_dir():
+        folder, checkpoint = given, None
+    elif given.is_file():
+        folder, checkpoint = given.parent, given
+        ckpt.load_checkpoint(checkpoint)  # CheckpointError for the old code's .pth files
+    else:
+        raise FileNotFoundError(f"--resume {path}: no such checkpoint or run folder")
+    if output and Path(output).resolve() != folder.resolve():
+        raise ConfigError(f"--resume {path} continues the run in {folder}, but --output says {output}; "
+                          f"give one of them")
+    return folder, checkpoint
+
+
+def _old_flags(args: argparse.Namespace) -> list[str]:
+    """``--set``/``--opts`` overrides, then ``--batch-size`` and ``--data-path`` (which win, as in
+    the old ``main.py``)."""
+    overrides = list(args.set)
+    if args.batch_size is not None:
+        overrides.append(f"DATA.BATCH_SIZE={args.batch_size}")
+    if args.data_path:
+        overrides.append(f"DATA.ROOT={args.data_path}")
+    return overrides
+
+
+def _train(args: argparse.Namespace) -> int | None:
     from . import checkpoint as ckpt
     from .config import from_dict
     from .engine import fit
     from .runtime import rank_and_world
 
-    overrides = list(args.set)
-    if args.output:
-        overrides.append(f"OUTPUT={args.output}")
-    if args.resume and not args.config:
-        if not args.output:
+    overrides = _old_flags(args)
+    if args.throughput:
+        return _throughput(args, overrides)
+    output, resume, checkpoint = args.output, bool(args.resume), None
+    if isinstance(args.resume, str):
+        folder, checkpoint = _resume_target(args.resume, output)
+        output = str(folder)
+    if args.eval:
+        return _evaluate(checkpoint or (Path(output) / ckpt.BEST if output else None), overrides)
+    if checkpoint is not None and checkpoint.name != ckpt.LAST:
+        print(f"resuming the run in {output} from its {ckpt.LAST} (runs continue from their last epoch)")
+    if output:
+        overrides.append(f"OUTPUT={output}")
+    if resume and not args.config:
+        if not output:
             raise ConfigError("--resume needs --output, the folder of the run to continue")
-        stored = ckpt.load_checkpoint(Path(args.output) / ckpt.LAST)["config"]
+        stored = ckpt.load_checkpoint(Path(output) / ckpt.LAST)["config"]
         config = from_dict(stored, overrides)
     else:
         config = load_config(args.config, overrides)
-    history = fit(config, resume=args.resume, overwrite=args.overwrite)
+    history = fit(config, resume=resume, overwrite=args.overwrite)
     if history and rank_and_world()[0] == 0:
         best = ckpt.best_row(history)
         print(f"best val acc {best['val_acc']:.2f}% (epoch {best['epoch']}); run folder {config.OUTPUT}")
+
+
+def _evaluate(checkpoint: Path | None, overrides: list[str]) -> None:
+    """``train --eval``: the old ``EVAL_MODE``, i.e. validate a checkpoint and stop."""
+    from .runtime import rank_and_world
+    from .submission import predict
+
+    if checkpoint is None:
+        raise ConfigError("--eval needs the checkpoint to validate: --resume CHECKPOINT_OR_RUN_FOLDER "
+                          "or --output RUN_FOLDER (its checkpoint_best.pt)")
+    result = predict(checkpoint, overrides, split="val")
+    if rank_and_world()[0] == 0:
+        print(f"{checkpoint}: val acc {result['acc']:.2f}%, val loss {result['loss']:.4f} "
+              f"on {result['count']:,} images")
+
+
+def _throughput(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``train --throughput``: the old ``THROUGHPUT_MODE``, as the ``throughput`` command for the
+    config's model, image size, optimizer and classes, up to its batch size."""
+    from .config import DATASET_CLASSES
+    from .throughput import main as throughput
+
+    if not args.config:
+        raise ConfigError("--throughput needs --config (or --cfg): the model and sizes to measure")
+    config = load_config(args.config, overrides)
+    classes = config.MODEL.NUM_CLASSES or DATASET_CLASSES.get(config.DATA.DATASET, 200)
+    return throughput(["--model", config.MODEL.NAME, "--img-size", str(config.DATA.IMG_SIZE),
+                       "--num-classes", str(classes), "--max-batch-size", str(config.DATA.BATCH_SIZE),
+                       "--optimizer", config.TRAIN.OPTIMIZER])
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -62,6 +136,17 @@ def _summary(args: argparse.Namespace) -> None:
     print(format_summary(model_summary(model, (3, size, size))))
 
 
+class _Pairs(argparse.Action):
+    """``--opts KEY VALUE KEY VALUE`` appended to ``--set`` as ``KEY=VALUE`` items, in order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) % 2:
+            raise argparse.ArgumentError(self, f"takes KEY VALUE pairs, got an odd number of words: {' '.join(values)}")
+        items = list(getattr(namespace, self.dest, None) or [])
+        items += [f"{key}={value}" for key, value in zip(values[::2], values[1::2])]
+        setattr(namespace, self.dest, items)
+
+
 # Commands with their own argument parsers: everything after the command name goes to them.
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
@@ -75,26 +160,45 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nmeplib", description="Train, inspect and submit image classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
     kv = dict(nargs="+", default=[], metavar="KEY=VALUE",
-              help="config overrides, e.g. TRAIN.LR=0.01 DATA.BATCH_SIZE=64")
+              help="config overrides, e.g. TRAIN.LR=0.01 DATA.BATCH_SIZE=64 (old course key names too)")
+    pairs = dict(nargs="+", dest="set", action=_Pairs, metavar="KEY VALUE",
+                 help="overrides as the old course code took them: --opts TRAIN.EPOCHS 10 PRINT_FREQ 1 "
+                      "is --set TRAIN.EPOCHS=10 PRINT_FREQ=1")
+    config_help = "a shipped config name (lenet_base, ...) or a YAML path, also an old course config (--cfg)"
 
     t = sub.add_parser("train", help="train a model from a config")
-    t.add_argument("--config", help="a shipped config name (lenet_base, ...) or a YAML path")
+    t.add_argument("--config", "--cfg", dest="config", help=config_help)
     t.add_argument("--set", action="extend", **kv)
+    t.add_argument("--opts", **pairs)
     t.add_argument("--output", help="run folder (sets OUTPUT)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --output from checkpoint_last.pt")
+    t.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                   help="continue the run in --output from checkpoint_last.pt; with PATH (the old course "
+                        "code's form), continue the run in PATH's folder: PATH is that folder or a checkpoint "
+                        "in it, and stands for --resume --output FOLDER")
     t.add_argument("--overwrite", action="store_true", help="replace the run that --output holds")
+    old = t.add_argument_group("the old course code's flags (main.py)")
+    old.add_argument("--batch-size", type=int, help="sets DATA.BATCH_SIZE (after --set/--opts)")
+    old.add_argument("--data-path", help="sets DATA.ROOT (after --set/--opts)")
+    old.add_argument("--eval", action="store_true",
+                     help="only validate a checkpoint: --resume CHECKPOINT (or a run folder, or --output FOLDER: "
+                          "its checkpoint_best.pt); the same as predict --split val")
+    old.add_argument("--throughput", action="store_true",
+                     help="only measure training images/s of the config's model up to its DATA.BATCH_SIZE "
+                          "(the throughput command)")
     t.set_defaults(run=_train)
 
     pr = sub.add_parser("predict", help="write a Kaggle submission.csv from a checkpoint")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--set", action="extend", **kv)
+    pr.add_argument("--opts", **pairs)
     pr.add_argument("--out", default="submission.csv")
     pr.add_argument("--split", default="test", choices=("train", "val", "test"))
     pr.set_defaults(run=_predict)
 
     s = sub.add_parser("summary", help="layers, output shapes and parameter counts of a config's model")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", "--cfg", dest="config", required=True, help=config_help)
     s.add_argument("--set", action="extend", **kv)
+    s.add_argument("--opts", **pairs)
     s.set_defaults(run=_summary)
 
     for name, (_, help_text) in PASSTHROUGH.items():
