@@ -317,6 +317,8 @@ def check(model: str = "all", parts: tuple[str, ...] = PARTS) -> bool:
     names = tuple(SPECS) if model == "all" else (model,)
     if any(n not in SPECS for n in names):
         raise ValueError(f"unknown model {model!r}; choose from {', '.join((*SPECS, 'all'))}")
+    if not REFERENCE_FILE.exists():
+        print(f"note: no {REFERENCE_FILE.name}: the reference is this repository's own nmeplib/models")
     torch.set_grad_enabled(True)
     results = [r for n in names for r in grade(n, parts)]
     print(format_results(results))

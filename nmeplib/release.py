@@ -86,9 +86,7 @@ def strip_solutions(text: str, path: str) -> tuple[str, list[Region]]:
         start, indent = i, lines[i][: len(lines[i]) - len(lines[i].lstrip())]
         hint = [stripped[len(BEGIN):].lstrip(":").strip()]
         i += 1
-        while i < len(lines) and lines[i].strip().startswith("#") and not lines[i].strip().startswith(END):
-            if lines[i].strip().startswith(BEGIN):
-                break
+        while i < len(lines) and lines[i].strip().startswith("#") and not lines[i].strip().startswith((BEGIN, END)):
             hint.append(_comment_text(lines[i]))
             i += 1
         while i < len(lines) and not lines[i].strip().startswith((END, BEGIN)):
