@@ -19,19 +19,17 @@ from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
 from .engine import TrainingDiverged, fit
 from .tracking import read_metrics
+from .workbook.settings import PARAMETER_KEYS
 
 DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_alexnet.ipynb"
 RUNNERS = ("library", "papermill")
-# Config key -> parameter of the notebook that papermill sets. The notebook must declare the
-# parameters a sweep uses, and always output_dir (where its run goes) and epochs.
-NOTEBOOK_PARAMETERS: dict[str, str] = {
-    "TRAIN.LR": "lr", "DATA.BATCH_SIZE": "batch_size", "TRAIN.EPOCHS": "epochs", "DATA.IMG_SIZE": "img_size",
-    "DATA.AUGMENT": "augment", "TRAIN.OPTIMIZER": "optimizer", "TRAIN.SCHEDULER": "scheduler",
-    "TRAIN.WEIGHT_DECAY": "weight_decay", "MODEL.DROPOUT": "dropout", "MODEL.ACTIVATION": "activation",
-    "SEED": "seed", "DATA.ROOT": "data_root", "OUTPUT": "output_dir", "WANDB.MODE": "wandb_mode",
-    "WANDB.GROUP": "wandb_group", "WANDB.NAME": "wandb_name",
-}
-# Passed only when the notebook declares them (a resumed member also gets ``resume=True``).
+# Config key -> the notebook parameter that papermill sets for it: the notebooks' own map
+# (workbook.settings.PARAMETER_KEYS) read backwards. A key whose parameter the notebook does not
+# declare goes into its ``overrides`` parameter; output_dir and epochs must be declared by name.
+NOTEBOOK_PARAMETERS: dict[str, str] = {key: name for name, key in PARAMETER_KEYS.items()}
+REQUIRED_NOTEBOOK_KEYS = ("TRAIN.EPOCHS", "OUTPUT")
+OVERRIDES_PARAMETER = "overrides"
+# Passed only when the notebook takes them (a resumed member also gets ``resume=True``).
 OPTIONAL_NOTEBOOK_KEYS = ("WANDB.GROUP", "WANDB.NAME")
 STATE_WORDS = {"done": "finished, skipped", "partial": "resuming", "new": "training"}
 RESULT_COLUMNS = ("best_val_acc", "final_val_acc", "best_epoch", "epochs", "time_per_epoch_s", "total_time_s",
@@ -131,17 +129,29 @@ def _result_row(name: str, values: dict, folder: Path, status: str) -> dict:
 
 def _notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[str, Any], config: Config,
                          resume: bool) -> dict[str, Any]:
-    """papermill parameters for one member; ValueError names an override the notebook cannot take."""
-    unmapped = [key for key in overrides if key not in NOTEBOOK_PARAMETERS]
-    if unmapped:
-        raise ValueError(f"no notebook parameter for {', '.join(unmapped)}; the papermill runner can set "
-                         f"{', '.join(NOTEBOOK_PARAMETERS)}")
-    keys = dict.fromkeys([*overrides, "TRAIN.EPOCHS", "OUTPUT"])
-    keys.update({key: None for key in OPTIONAL_NOTEBOOK_KEYS if NOTEBOOK_PARAMETERS[key] in declared})
-    undeclared = [f"{key} ({NOTEBOOK_PARAMETERS[key]})" for key in keys if NOTEBOOK_PARAMETERS[key] not in declared]
-    if undeclared:
-        raise ValueError(f"{notebook} declares no parameter for {', '.join(undeclared)}")
-    params = {NOTEBOOK_PARAMETERS[key]: config.get_path(key) for key in keys}
+    """papermill parameters for one member: each key by its named parameter where the notebook
+    declares one, the rest in its ``overrides`` parameter; ValueError names a key the notebook
+    cannot take (no named parameter and no ``overrides``)."""
+    takes_overrides = OVERRIDES_PARAMETER in declared
+    keys = dict.fromkeys([*overrides, *REQUIRED_NOTEBOOK_KEYS])
+    keys.update({key: None for key in OPTIONAL_NOTEBOOK_KEYS
+                 if NOTEBOOK_PARAMETERS[key] in declared or takes_overrides})
+    params: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    missing = []
+    for key in keys:
+        name = NOTEBOOK_PARAMETERS.get(key)
+        if name in declared:
+            params[name] = config.get_path(key)
+        elif takes_overrides and key not in REQUIRED_NOTEBOOK_KEYS:
+            extra[key] = config.get_path(key)
+        else:
+            missing.append(f"{key} ({name})" if name else key)
+    if missing:
+        raise ValueError(f"{notebook} declares no parameter for {', '.join(missing)}"
+                         f"{'' if takes_overrides else ' and no overrides parameter'}")
+    if extra:
+        params[OVERRIDES_PARAMETER] = extra
     if resume and "resume" in declared:
         params["resume"] = True
     return params
@@ -247,18 +257,57 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Rows as an aligned plain-text table (numbers right-aligned, 4 significant digits)."""
+class Table(str):
+    """A plain-text table that JupyterLab shows as an HTML table.
+
+    It is the aligned text itself (``print`` it, write it to a log, compare its lines), and its
+    ``repr`` is that text too, so a console shows the table, not a quoted string. As a cell's
+    last value (or through ``display``) a notebook front end gets ``text/html`` beside the
+    ``text/plain`` text; papermill stores both, nbval compares only the text.
+    """
+
+    def __new__(cls, text: str, rows: Sequence[Mapping[str, Any]] = (), columns: Sequence[str] = ()):
+        table = super().__new__(cls, text)
+        table.rows, table.columns = [dict(row) for row in rows], list(columns)
+        return table
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        numeric = _numeric(self.rows, self.columns)
+        align = lambda right: ' style="text-align: right"' if right else ' style="text-align: left"'  # noqa: E731
+        head = "".join(f"<th{align(right)}>{escape(str(column))}</th>"
+                       for column, right in zip(self.columns, numeric))
+        body = "".join("<tr>" + "".join(f"<td{align(right)}>{escape(_cell(row.get(column)))}</td>"
+                                        for column, right in zip(self.columns, numeric)) + "</tr>"
+                       for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[bool]:
+    return [all(isinstance(row.get(column), (int, float, type(None))) for row in rows) for column in columns]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Table:
+    """Rows as an aligned plain-text table (numbers right-aligned, 4 significant digits): a
+    :class:`Table`, a ``str`` that notebooks render as an HTML table."""
     columns = list(columns) if columns is not None else _columns(rows)
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    numeric = [all(isinstance(row.get(column), (int, float, type(None))) for row in rows) for column in columns]
+    numeric = _numeric(rows, columns)
     widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
 
     def line(items: Sequence[str]) -> str:
         return "  ".join(text.rjust(width) if right else text.ljust(width)
                          for text, width, right in zip(items, widths, numeric)).rstrip()
 
-    return "\n".join([line(columns), line(["-" * width for width in widths]), *map(line, cells)])
+    text = "\n".join([line(columns), line(["-" * width for width in widths]), *map(line, cells)])
+    return Table(text, rows, columns)
 
 
 def save_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:

@@ -2,7 +2,9 @@
 MediumImageNet file.
 
 Every notebook starts with a ``parameters`` cell (papermill sets those) and then calls
-:func:`smoke_mode` and :func:`notebook_config`. Smoke mode (``NMEPLIB_SMOKE=1``) swaps the
+:func:`smoke_mode` and :func:`notebook_config`. Besides its named parameters
+(:data:`PARAMETER_KEYS`), a notebook that trains takes ``overrides``: any other config setting,
+as a dict or ``KEY=VALUE`` strings (:func:`as_overrides`), checked like ``--set``. Smoke mode (``NMEPLIB_SMOKE=1``) swaps the
 real datasets for scikit-learn's bundled digits and shrinks image sizes, epochs and sweeps,
 so every notebook runs in well under a minute on a laptop CPU with no data files.
 """
@@ -10,14 +12,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from ..config import Config, load_config
+import yaml
+
+from ..config import Config, ConfigError, load_config, parse_override
 
 SMOKE_ENV = "NMEPLIB_SMOKE"
 DEMO_HDF5 = "medium-imagenet-demo-{size}.hdf5"
 
-# Notebook parameter -> config key (see notebook_config).
+# Notebook parameter -> config key (see notebook_config), the one map between the two: the sweeps'
+# papermill runner reads it too (``sweeps.NOTEBOOK_PARAMETERS``). Any other key goes in ``overrides``.
 PARAMETER_KEYS: dict[str, str] = {
     "model": "MODEL.NAME", "data_root": "DATA.ROOT", "epochs": "TRAIN.EPOCHS", "batch_size": "DATA.BATCH_SIZE",
     "lr": "TRAIN.LR", "img_size": "DATA.IMG_SIZE", "seed": "SEED", "output_dir": "OUTPUT",
@@ -152,14 +157,40 @@ def smoke_overrides(config: Config, given: Mapping[str, Any] | None = None) -> d
     return overrides
 
 
+def as_overrides(overrides: Mapping[str, Any] | Iterable[str] | str | None) -> dict[str, Any]:
+    """A notebook's ``overrides`` parameter as ``{KEY: value}``.
+
+    Takes a dict (``{"DATA.AUGMENT": "none"}``), a list of ``"KEY=VALUE"`` strings (values read
+    as YAML, as ``--set`` reads them), or one string holding either: papermill's ``-p`` passes
+    ``'{"TRAIN.LR": 0.01}'``, ``'["TRAIN.LR=0.01"]'`` or ``'TRAIN.LR=0.01 DATA.AUGMENT=none'`` as
+    text. None or empty: no overrides. Keys are checked when the config is loaded.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        text = overrides.strip()
+        try:
+            parsed = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            parsed = None
+        overrides = parsed if isinstance(parsed, (dict, list)) else text.split()
+    if isinstance(overrides, Mapping):
+        return {str(key): value for key, value in overrides.items()}
+    if not isinstance(overrides, Iterable) or any(not isinstance(item, str) for item in overrides):
+        raise ConfigError(f"overrides must be a dict or a list of 'KEY=VALUE' strings, got {overrides!r}")
+    return dict(parse_override(item) for item in overrides)
+
+
 def notebook_config(name: str | os.PathLike, *, smoke: bool = False, smoke_model: str | None = None,
-                    overrides: Mapping[str, Any] | None = None, **params: Any) -> Config:
+                    overrides: Mapping[str, Any] | Iterable[str] | str | None = None, **params: Any) -> Config:
     """The config a notebook trains: shipped config ``name``, then the notebook's parameters.
 
     ``params`` are notebook parameter names (``lr=1e-3, batch_size=256, output_dir=...``, see
-    :data:`PARAMETER_KEYS`); None leaves the config's value. ``overrides`` are further
-    config keys. ``output_dir`` is resolved by :func:`output_path`. With ``smoke`` the
-    :func:`smoke_overrides` come last, and ``smoke_model`` (if given) replaces the model.
+    :data:`PARAMETER_KEYS`); None leaves the config's value. ``overrides`` are any config keys
+    (old course names too), in any form :func:`as_overrides` takes; they win over ``params``
+    and land in the run's config like ``--set``. ``output_dir`` is resolved by
+    :func:`output_path`. With ``smoke`` the :func:`smoke_overrides` come last, and
+    ``smoke_model`` (if given) replaces the model.
     """
     unknown = sorted(set(params) - set(PARAMETER_KEYS))
     if unknown:
@@ -168,7 +199,7 @@ def notebook_config(name: str | os.PathLike, *, smoke: bool = False, smoke_model
     values = {PARAMETER_KEYS[k]: v for k, v in params.items() if v is not None}
     if "output_dir" in params and params["output_dir"] is not None:
         values["OUTPUT"] = str(output_path(params["output_dir"], smoke))
-    values.update(overrides or {})
+    values.update(as_overrides(overrides))
     if smoke and smoke_model:
         values["MODEL.NAME"] = smoke_model
     if not smoke:
@@ -176,7 +207,8 @@ def notebook_config(name: str | os.PathLike, *, smoke: bool = False, smoke_model
     # A first pass finds the model, sizes and output folder; smoke runs have no warm-up, so a
     # short smoke run (-p epochs 1) is not refused for its warm-up.
     config = load_config(name, {**values, "TRAIN.WARMUP_EPOCHS": 0})
-    return load_config(name, {**values, **smoke_overrides(config, params)})
+    given = {**params, "wandb_mode": values.get("WANDB.MODE") or params.get("wandb_mode")}
+    return load_config(name, {**values, **smoke_overrides(config, given)})
 
 
 def smoke_values(smoke: bool, **values: Any) -> dict[str, Any]:
