@@ -28,6 +28,8 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
 RUN_FILES = (LAST, BEST, METRICS, SUMMARY)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 STATE_KEYS = ("model", "optimizer", "schedule", "epoch", "history", "rng", "config", "num_classes")
 
 
@@ -62,16 +64,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
             raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # the permissions an ordinary open() would give, not mkstemp's 0600
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             write(f)
         os.replace(tmp, path)
         tmp = None
-    except OSError as err:
-        raise OutputError(f"could not write {path}: {_describe(err, path)}") from None
+    except Exception as err:
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        raise OutputError(f"could not write {path}: {_describe(cause, path)}") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err`` (``torch.save`` on a full disk raises a RuntimeError over one)."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__context__
+    return err
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:

@@ -12,6 +12,7 @@ from ..runtime import default_device, rank_and_world
 from . import cifar, digits
 from .augment import Augment
 from .common import DatasetError
+from .hdf5 import images_key
 from .loaders import StreamLoader, TensorLoader
 
 SPLITS = ("train", "val", "test")
@@ -52,8 +53,12 @@ class ImageSplit:
             return self.images[indices], self.labels[indices]
         import h5py
         unique, inverse = torch.unique(indices, return_inverse=True)  # h5py wants increasing indices
-        with h5py.File(self.path, "r") as f:
-            rows = torch.from_numpy(f[f"images-{self.split}"][unique.tolist()])
+        try:
+            with h5py.File(self.path, "r") as f:
+                rows = torch.from_numpy(f[images_key(self.split)][unique.tolist()])
+        except OSError as err:
+            raise DatasetError(f"{self.path}: cannot read {self.split} images ({str(err).splitlines()[0]}); "
+                               f"the file is damaged: copy or build it again") from None
         return rows[inverse], self.labels[indices]
 
 

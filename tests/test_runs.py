@@ -1,0 +1,222 @@
+"""Run folders: never replaced unasked, one process at a time, resumed only with the same settings,
+written atomically; checkpoints restore their random state wherever they were loaded to."""
+import errno
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import nmeplib.checkpoint as ckpt
+import nmeplib.engine as engine
+from nmeplib.cli import main
+from nmeplib.config import ConfigError, load_config
+from nmeplib.data import DatasetError, build_loader
+from nmeplib.engine import TrainingDiverged, fit
+from nmeplib.tracking import read_metrics
+
+from helpers import write_cifar
+
+
+def draws():
+    return torch.rand(3).tolist(), random.random(), np.random.rand(), torch.randint(0, 10**6, (2,)).tolist()
+
+
+def test_rng_state_survives_a_map_location_that_moves_tensors_off_the_cpu(tmp_path):
+    torch.manual_seed(1), random.seed(2), np.random.seed(3)
+    ckpt.save_checkpoint({"rng": ckpt.rng_state()}, tmp_path / "c.pt")
+    expected = draws()
+    state = torch.load(tmp_path / "c.pt", map_location="meta", weights_only=True)  # as map_location=cuda would
+    ckpt.set_rng_state(state["rng"])
+    assert draws() == expected
+
+
+def test_gpu_count_change_warns_and_keeps_the_cpu_state(monkeypatch):
+    state = ckpt.rng_state()
+    state["cuda"] = [state["torch"]]  # saved on one GPU
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", calls.append)
+    expected = draws()
+    with pytest.warns(RuntimeWarning, match="1 GPU.*this machine has 2"):
+        ckpt.set_rng_state(state)
+    assert draws() == expected and calls == []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    ckpt.set_rng_state(state)
+    assert len(calls) == 1 and calls[0][0].dtype == torch.uint8 and calls[0][0].device.type == "cpu"
+
+
+def test_a_finished_run_is_reused_or_refused_never_replaced(digits_config, capsys):
+    config = digits_config("TRAIN.EPOCHS=2")
+    first = fit(config)
+    stamp = os.stat(f"{config.OUTPUT}/{ckpt.LAST}").st_mtime_ns
+    seen = []
+    assert fit(config, callbacks=[seen.append]) == first  # same settings: read back, not retrained
+    assert "reusing it" in capsys.readouterr().out and seen == first
+    assert os.stat(f"{config.OUTPUT}/{ckpt.LAST}").st_mtime_ns == stamp
+    with pytest.raises(ckpt.OutputError, match=r"other settings \(TRAIN.LR: 0.01 → 0.003\).*overwrite"):
+        fit(digits_config("TRAIN.EPOCHS=2", "TRAIN.LR=0.003"))
+    assert read_metrics(config.OUTPUT) == first
+    again = fit(digits_config("TRAIN.EPOCHS=1", "TRAIN.LR=0.003"), overwrite=True)
+    assert read_metrics(config.OUTPUT) == again and len(again) == 1
+
+
+def test_an_unfinished_run_is_not_restarted_unasked(digits_config):
+    config = digits_config("TRAIN.EPOCHS=3")
+
+    def stop(row):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, callbacks=[stop])
+    with pytest.raises(ckpt.OutputError, match="unfinished run.*resume"):
+        fit(config)
+    assert len(fit(config, resume=True)) == 3
+
+
+LOCK_HOLDER = "import sys, time, nmeplib.checkpoint as c\nwith c.locked(sys.argv[1]):\n    print('locked', flush=True)\n" \
+              "    time.sleep(120)\n"
+
+
+def test_one_process_per_run_folder_and_a_killed_one_frees_it(digits_config):
+    config = digits_config("TRAIN.EPOCHS=1")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, config.OUTPUT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ckpt.OutputError, match=f"in use by another training process \\(pid {holder.pid}\\)"):
+            fit(config)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert len(fit(config)) == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ("TRAIN.LR=0.003", r"TRAIN.LR: 0.01 → 0.003"),
+    ("DATA.DATASET=cifar10", r"DATA.DATASET: 'digits' → 'cifar10'"),
+    ("MODEL.NAME=resnet18", r"MODEL.NAME: 'lenet' → 'resnet18'"),
+    ("TRAIN.EPOCHS=1", r"already has 2 epochs; TRAIN.EPOCHS=1"),
+])
+def test_resume_refuses_other_settings(digits_config, change, message):
+    fit(digits_config("TRAIN.EPOCHS=2"))
+    with pytest.raises(ConfigError, match=message):
+        fit(digits_config("TRAIN.EPOCHS=2", change), resume=True)
+
+
+def test_resume_may_extend_a_run_and_says_how(digits_config, capsys):
+    fit(digits_config("TRAIN.EPOCHS=2"))
+    capsys.readouterr()
+    history = fit(digits_config("TRAIN.EPOCHS=4", "DATA.NUM_WORKERS=0", "WANDB.MODE=disabled"), resume=True)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert "extending" in capsys.readouterr().out
+    assert history[2]["lr"] > 0  # the 4-epoch cosine, not the finished 2-epoch one
+
+
+def test_finite_divergence_stops_the_run(digits_config):
+    with pytest.raises(TrainingDiverged, match="over 10 times an untrained model"):
+        fit(digits_config("TRAIN.LR=1e6", "TRAIN.EPOCHS=2"))
+
+
+def test_a_bad_label_in_the_validation_split_stops_before_the_first_step(tmp_path, monkeypatch):
+    folder = write_cifar(tmp_path / "c10")
+    with open(folder / "test_batch", "rb") as f:
+        batch = pickle.load(f)
+    batch[b"labels"][3] = 12
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f)
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: pytest.fail("trained before checking labels"))
+    config = load_config("lenet_base", [f"DATA.ROOT={tmp_path / 'c10'}", f"OUTPUT={tmp_path / 'run'}",
+                                        "TRAIN.EPOCHS=1", "DATA.BATCH_SIZE=10"])
+    with pytest.raises(DatasetError, match="val split.*label 12.*10 classes"):
+        fit(config)
+
+
+def test_fit_validates_on_the_validation_split(digits_config):
+    config = digits_config("TRAIN.EPOCHS=1")
+    row = fit(config)[-1]
+    model, _ = __import__("nmeplib.submission", fromlist=["load_model"]).load_model(
+        f"{config.OUTPUT}/{ckpt.LAST}", device="cpu")
+    cpu = torch.device("cpu")
+    on = {split: engine.validate(model, build_loader(config, split, device=cpu), cpu) for split in ("val", "test")}
+    assert row["val_loss"] == pytest.approx(on["val"]["loss"], rel=1e-5)
+    assert row["val_loss"] != pytest.approx(on["test"]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("target", ["checkpoint", "metrics", "summary"])
+def test_every_run_file_keeps_its_old_version_when_a_write_fails(digits_config, monkeypatch, target):
+    config = digits_config("TRAIN.EPOCHS=1")
+    fit(config)
+    names = {"checkpoint": ckpt.LAST, "metrics": ckpt.METRICS, "summary": ckpt.SUMMARY}
+    path = f"{config.OUTPUT}/{names[target]}"
+    before = open(path, "rb").read()
+    real = os.replace
+
+    def fail_between_write_and_rename(src, dst):
+        if str(dst) == path:
+            raise OSError(errno.EIO, "simulated failure")
+        real(src, dst)
+    monkeypatch.setattr(ckpt.os, "replace", fail_between_write_and_rename)
+    with pytest.raises(ckpt.OutputError, match=names[target]):
+        fit(digits_config("TRAIN.EPOCHS=2"), resume=True)
+    assert open(path, "rb").read() == before
+    assert not [p for p in os.listdir(config.OUTPUT) if p.endswith("tmp")]
+
+
+def test_full_disk_is_one_error_line_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = mount / "run"
+        args = ["train", "--config", "digits_lenet", "--output", str(out), "--set", "TRAIN.EPOCHS=1"]
+        assert main(args) == 0  # one LeNet checkpoint (~1 MB) fits, not a second one beside it
+        before = open(out / ckpt.LAST, "rb").read()
+        capsys.readouterr()
+        assert main(["train", "--output", str(out), "--resume", "--set", "TRAIN.EPOCHS=2"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: could not write") and "is full" in err and err.count("\n") == 1
+        assert open(out / ckpt.LAST, "rb").read() == before
+        assert not [p for p in os.listdir(out) if p.endswith("tmp")]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_output_under_a_regular_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--config", "digits_lenet", "--output", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "file is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_checkpoint_holding_only_a_state_dict(tmp_path, capsys):
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "weights.pt")
+    assert main(["predict", "--checkpoint", str(tmp_path / "weights.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "bare state dict" in err and "weights_only=False" not in err and "Traceback" not in err
+
+
+def test_untrusted_checkpoint_is_refused_without_bad_advice(tmp_path):
+    torch.save({"model": {}, "x": ckpt.OutputError("hi")}, tmp_path / "evil.pt")
+    with pytest.raises(ckpt.CheckpointError, match="could run code") as info:
+        ckpt.load_checkpoint(tmp_path / "evil.pt")
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_summary_with_an_image_size_the_model_cannot_take(capsys):
+    assert main(["summary", "--config", "lenet_base", "--set", "DATA.IMG_SIZE=64"]) == 2
+    assert "DATA.IMG_SIZE=64 does not suit MODEL.NAME=lenet" in capsys.readouterr().err
+
+
+def test_internal_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    def bug(*args, **kwargs):
+        raise ValueError("an internal bug")
+    monkeypatch.setattr(engine, "fit", bug)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["train", "--config", "digits_lenet", "--output", str(tmp_path / "run")])
