@@ -1,8 +1,11 @@
 """``python -m nmeplib release``: the student repository, and ``check`` run inside it."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,10 +27,17 @@ def check_in(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("release") / "student"
-    release.release(ROOT, out)
-    return out
+def cut(tmp_path_factory) -> tuple[Path, str]:
+    """A release made by the command, and what it printed."""
+    out, printed = tmp_path_factory.mktemp("release") / "student", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert release.main([str(out)]) == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture
+def student(cut) -> Path:
+    return cut[0]
 
 
 @pytest.fixture
@@ -90,6 +100,12 @@ def test_release_has_no_solutions(student):
     sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     assert not any("= wb.prediction_grid(" in s for s in sources)
     assert any(s.startswith("# YOUR CODE HERE") and "NotImplementedError" in s for s in sources)
+
+
+def test_release_prints_what_it_stripped(cut):
+    printed = cut[1]
+    assert "stripped nmeplib/models/alexnet.py:" in printed and "stripped notebooks/06_resnet.ipynb cell 11:" in printed
+    assert re.search(r"wrote .*: \d+ solution regions stubbed, \d+ answers blanked", printed)
 
 
 def test_stubs_read_as_not_implemented(student):
