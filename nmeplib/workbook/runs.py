@@ -1,25 +1,23 @@
 """Results tables of finished runs and a grid of a checkpoint's predictions."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from .. import checkpoint as ckpt
+
 
 def read_summary(folder: str | os.PathLike) -> dict | None:
     """A run folder's ``summary.json`` (written by ``fit`` at the end), or None if there is none."""
-    try:
-        return json.loads((Path(folder) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return ckpt.read_json(Path(folder) / ckpt.SUMMARY)
 
 
 def run_row(name: str, history: Sequence[Mapping[str, Any]]) -> dict:
     """One results row for a finished run: final and best val accuracy, epochs and time."""
-    best = max(history, key=lambda r: r["val_acc"])
+    best = ckpt.best_row(history)
     train_time = sum(r["train_time_s"] for r in history)
     return {"run": name, "epochs": len(history), "final_val_acc": history[-1]["val_acc"],
             "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
@@ -43,7 +41,7 @@ def with_speed(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
 
     out = []
     for row in rows:
-        metrics = read_metrics(row["output"]) if (Path(row["output"]) / "metrics.jsonl").is_file() else []
+        metrics = read_metrics(row["output"]) if (Path(row["output"]) / ckpt.METRICS).is_file() else []
         speed = sum(r["train_img_per_s"] for r in metrics) / len(metrics) if metrics else None
         out.append({**row, "img_per_s": speed})
     return out
