@@ -65,7 +65,8 @@ def train(tmp_path: Path, output: Path, *extra: str, kill: tuple[str, int] | Non
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     point, epoch = kill or ("none", 0)
-    env = {**os.environ, "WANDB_MODE": "disabled", "NMEPLIB_PROGRESS": "0"}
+    # on the CPU, where a resumed run is bit-identical; CUDA kernels may be nondeterministic
+    env = {**os.environ, "WANDB_MODE": "disabled", "NMEPLIB_PROGRESS": "0", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run([sys.executable, str(driver), point, str(epoch), *command], capture_output=True,
                           text=True, timeout=240, env=env)
 
