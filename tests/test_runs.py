@@ -18,6 +18,7 @@ from nmeplib.cli import main
 from nmeplib.config import ConfigError, load_config
 from nmeplib.data import DatasetError, build_loader
 from nmeplib.engine import TrainingDiverged, fit
+from nmeplib.submission import load_model
 from nmeplib.tracking import read_metrics
 
 from helpers import write_cifar
@@ -139,10 +140,10 @@ def test_a_bad_label_in_the_validation_split_stops_before_the_first_step(tmp_pat
 def test_fit_validates_on_the_validation_split(digits_config):
     config = digits_config("TRAIN.EPOCHS=1")
     row = fit(config)[-1]
-    model, _ = __import__("nmeplib.submission", fromlist=["load_model"]).load_model(
-        f"{config.OUTPUT}/{ckpt.LAST}", device="cpu")
-    cpu = torch.device("cpu")
-    on = {split: engine.validate(model, build_loader(config, split, device=cpu), cpu) for split in ("val", "test")}
+    model, _ = load_model(f"{config.OUTPUT}/{ckpt.LAST}")
+    device = next(model.parameters()).device  # the one fit used
+    on = {split: engine.validate(model, build_loader(config, split, device=device), device)
+          for split in ("val", "test")}
     assert row["val_loss"] == pytest.approx(on["val"]["loss"], rel=1e-5)
     assert row["val_loss"] != pytest.approx(on["test"]["loss"], rel=1e-5)
 
