@@ -19,18 +19,19 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_datasets", "02_models", "03_training", "04_alexnet", "05_sweeps", "06_resnet", "07_kaggle"]
 
-# Parameters every notebook declares, and those of the notebooks that train.
+# Parameters every notebook declares, and those of the notebooks that train (``overrides``: any
+# other config setting, see workbook.settings.as_overrides).
 COMMON = {"seed", "output_dir", "smoke"}
 TRAINING = COMMON | {"data_root", "epochs", "batch_size", "wandb_mode"}
 REQUIRED = {
     "01_datasets": COMMON | {"data_root", "img_size"},
     "02_models": COMMON | {"batch_size"},
-    "03_training": TRAINING | {"img_size"},
+    "03_training": TRAINING | {"img_size", "overrides"},
     "04_alexnet": TRAINING | {"lr", "img_size", "augment", "optimizer", "scheduler", "weight_decay", "dropout",
-                              "activation"},
-    "05_sweeps": TRAINING | {"model", "lr", "img_size", "runner", "max_batch_size"},
+                              "activation", "overrides"},
+    "05_sweeps": TRAINING | {"model", "lr", "img_size", "runner", "max_batch_size", "overrides"},
     "06_resnet": TRAINING | {"model", "lr", "img_size"},
-    "07_kaggle": TRAINING | {"model", "lr", "img_size"},
+    "07_kaggle": TRAINING | {"model", "lr", "img_size", "overrides"},
 }
 
 
@@ -86,10 +87,57 @@ def test_first_code_cell_holds_literal_parameters(path):
 
 def test_alexnet_notebook_exposes_every_knob():
     declared = parameters(read(NOTEBOOK_DIR / "04_alexnet.ipynb"))
-    from nmeplib.sweeps import NOTEBOOK_PARAMETERS
+    from nmeplib.sweeps import NOTEBOOK_PARAMETERS, _notebook_parameters
+    from nmeplib.workbook.settings import PARAMETER_KEYS
 
-    assert set(NOTEBOOK_PARAMETERS.values()) <= set(declared), "a sweep could not set some key through papermill"
-    assert "resume" in declared
+    assert NOTEBOOK_PARAMETERS == {key: name for name, key in PARAMETER_KEYS.items()}  # one map, read backwards
+    assert {"lr", "batch_size", "epochs", "output_dir", "wandb_group", "wandb_name", "resume",
+            "overrides"} <= set(declared)
+    # every config key reaches the notebook: by its named parameter, else through overrides
+    from nmeplib.config import VALID_KEYS, load_config
+
+    config = load_config("alexnet_base")
+    params = _notebook_parameters(Path("04_alexnet.ipynb"), declared, dict.fromkeys(VALID_KEYS), config, False)
+    named = {NOTEBOOK_PARAMETERS[key] for key in VALID_KEYS if NOTEBOOK_PARAMETERS.get(key) in declared}
+    assert set(params) == named | {"overrides"}
+    assert set(params["overrides"]) == {key for key in VALID_KEYS if NOTEBOOK_PARAMETERS.get(key) not in declared}
+    assert params["overrides"]["DATA.DOWNLOAD"] is True and params["overrides"]["MODEL.NAME"] == "alexnet"
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, {}),
+    ({}, {}),
+    ({"DATA.AUGMENT": "none", "TRAIN.LABEL_SMOOTHING": 0.0}, {"DATA.AUGMENT": "none", "TRAIN.LABEL_SMOOTHING": 0.0}),
+    (["DATA.AUGMENT=none", "TRAIN.LR=0.001"], {"DATA.AUGMENT": "none", "TRAIN.LR": 0.001}),
+    ('{"DATA.AUGMENT": "none", "TRAIN.WEIGHT_DECAY": 0.01}', {"DATA.AUGMENT": "none", "TRAIN.WEIGHT_DECAY": 0.01}),
+    ('["TRAIN.OPTIMIZER=sgd"]', {"TRAIN.OPTIMIZER": "sgd"}),
+    ("TRAIN.OPTIMIZER=sgd TRAIN.MOMENTUM=0.8", {"TRAIN.OPTIMIZER": "sgd", "TRAIN.MOMENTUM": 0.8}),
+    ("", {}),
+])
+def test_overrides_parameter_forms(given, expected):
+    from nmeplib.workbook.settings import as_overrides
+
+    assert as_overrides(given) == expected
+
+
+def test_overrides_reach_the_config_and_are_checked(tmp_path):
+    from nmeplib.config import ConfigError
+    from nmeplib.workbook import notebook_config
+
+    config = notebook_config("resnet18_medium_imagenet", smoke=True, lr=1e-3, output_dir=str(tmp_path),
+                             overrides={"DATA.AUGMENT": "none", "TRAIN.LABEL_SMOOTHING": 0.0,
+                                        "TRAIN.OPTIMIZER": "sgd", "TRAIN.WEIGHT_DECAY": 5e-4})
+    assert (config.DATA.AUGMENT, config.TRAIN.LABEL_SMOOTHING, config.TRAIN.OPTIMIZER) == ("none", 0.0, "sgd")
+    assert config.TRAIN.WEIGHT_DECAY == 5e-4 and config.TRAIN.LR == 1e-3
+    assert notebook_config("alexnet_base", overrides=["TRAIN.LR=0.01"], lr=1e-3).TRAIN.LR == 0.01  # overrides win
+    old = notebook_config("alexnet_base", overrides="MODEL.DROP_RATE=0.25 AUG.COLOR_JITTER=0.0")
+    assert old.MODEL.DROPOUT == 0.25 and old.DATA.AUGMENT == "flip"
+    with pytest.raises(ConfigError, match=r"unknown config key 'TRAIN.LABEL_SMOTHING'.*TRAIN\.LABEL_SMOOTHING"):
+        notebook_config("alexnet_base", overrides={"TRAIN.LABEL_SMOTHING": 0.1})
+    with pytest.raises(ConfigError, match="TRAIN.OPTIMIZER must be one of"):
+        notebook_config("alexnet_base", overrides=["TRAIN.OPTIMIZER=adagrad"])
+    with pytest.raises(ConfigError, match="must look like KEY=VALUE"):
+        notebook_config("alexnet_base", overrides="TRAIN.LR")
 
 
 def test_demo_hdf5_follows_the_medium_imagenet_schema(tmp_path):
@@ -145,6 +193,26 @@ def test_papermill_run_of_alexnet_notebook(tmp_path, where):
     finally:
         if where != "root":
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_papermill_overrides_land_in_the_run_config(tmp_path):
+    """07_kaggle's augmentation, optimizer, weight decay and label smoothing set from papermill."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "NMEPLIB_SMOKE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    overrides = json.dumps({"DATA.AUGMENT": "none", "TRAIN.OPTIMIZER": "sgd", "TRAIN.WEIGHT_DECAY": 5e-4,
+                            "TRAIN.LABEL_SMOOTHING": 0.05})
+    command = [sys.executable, "-m", "papermill", "-k", "python3", str(NOTEBOOK_DIR / "07_kaggle.ipynb"),
+               str(tmp_path / "out.ipynb"), "-p", "output_dir", str(run_dir), "-p", "overrides", overrides]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    config = json.loads((run_dir / "summary.json").read_text())["config"]
+    assert (config["DATA"]["AUGMENT"], config["TRAIN"]["OPTIMIZER"]) == ("none", "sgd")
+    assert (config["TRAIN"]["WEIGHT_DECAY"], config["TRAIN"]["LABEL_SMOOTHING"]) == (5e-4, 0.05)
+    assert (run_dir / "submission.csv").is_file()
+    outputs = [out for cell in code_cells(read(tmp_path / "out.ipynb")) for out in cell.outputs]
+    tables = [out for out in outputs if "text/html" in out.get("data", {}) and "<table>" in out.data["text/html"]]
+    assert tables and all("text/plain" in out.data and "<" not in out.data["text/plain"] for out in tables)
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"

@@ -4,9 +4,11 @@ MediumImageNet file.
 Every notebook starts with a ``parameters`` cell (papermill sets those) and then calls
 :func:`smoke_mode` and :func:`notebook_config`. Besides its named parameters
 (:data:`PARAMETER_KEYS`), a notebook that trains takes ``overrides``: any other config setting,
-as a dict or ``KEY=VALUE`` strings (:func:`as_overrides`), checked like ``--set``. Smoke mode (``NMEPLIB_SMOKE=1``) swaps the
-real datasets for scikit-learn's bundled digits and shrinks image sizes, epochs and sweeps,
-so every notebook runs in well under a minute on a laptop CPU with no data files.
+as a dict or ``KEY=VALUE`` strings (:func:`as_overrides`), checked like ``--set``.
+
+Smoke mode (``NMEPLIB_SMOKE=1``) swaps the real datasets for scikit-learn's bundled digits and
+shrinks image sizes, epochs and sweeps, so every notebook runs in well under a minute on a laptop
+CPU with no data files.
 """
 from __future__ import annotations
 
