@@ -16,7 +16,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 ARCHIVE = SHARED / "data" / "cifar10-jpeg.tar.gz"
 TOOL = SHARED / "tools" / "make_cifar10.py"
 
-pytestmark = pytest.mark.skipif(not (ARCHIVE.is_file() and TOOL.is_file()), reason=f"{ARCHIVE} not present")
+pytestmark = [pytest.mark.skipif(not (ARCHIVE.is_file() and TOOL.is_file()), reason=f"{ARCHIVE} or {TOOL} not present"),
+              pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
