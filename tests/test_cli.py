@@ -63,3 +63,58 @@ def test_predict_writes_submission(tmp_path, capsys):
     assert "271 rows" in capsys.readouterr().out
     assert csv.read_text().splitlines()[0] == "Id,Category"
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+
+
+def test_old_course_flags_are_aliases(tmp_path, capsys):
+    """--cfg, --opts KEY VALUE, --batch-size and --data-path as the old main.py took them."""
+    out = tmp_path / "run"
+    assert main(["train", "--cfg", "digits_lenet", "--opts", "TRAIN.EPOCHS", "1", "TRAIN.OPTIMIZER.NAME", "sgd",
+                 "--set", "SEED=4", "--batch-size", "128", "--data-path", str(tmp_path / "unused"),
+                 "--output", str(out)]) == 0
+    stored = json.loads((out / "summary.json").read_text())["config"]
+    assert (stored["TRAIN"]["EPOCHS"], stored["TRAIN"]["OPTIMIZER"], stored["SEED"]) == (1, "sgd", 4)
+    assert stored["DATA"]["BATCH_SIZE"] == 128 and stored["DATA"]["ROOT"] == str(tmp_path / "unused")
+    capsys.readouterr()
+
+    # --eval validates a checkpoint (the old EVAL_MODE): --resume CHECKPOINT, a run folder, or --output
+    for args in (["--resume", str(out / "checkpoint_best.pt")], ["--resume", str(out)], ["--output", str(out)]):
+        assert main(["train", "--eval", *args]) == 0
+        assert "val acc" in capsys.readouterr().out
+    # --resume PATH continues the run in PATH's folder
+    assert main(["train", "--resume", str(out / "checkpoint_last.pt"), "--opts", "TRAIN.EPOCHS", "2"]) == 0
+    assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
+    assert main(["train", "--resume", "--output", str(out), "--set", "TRAIN.EPOCHS=3"]) == 0  # the flag alone
+    assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--eval"], "--eval needs the checkpoint"),
+    (["train", "--throughput"], "--throughput needs --config"),
+    (["train", "--resume", "/nonexistent/ckpt_best.pth"], "no such checkpoint or run folder"),
+    (["train", "--cfg", "digits_lenet", "--opts", "SAVE_FREQ", "1", "TRAIN.EPOCHZ", "1"],
+     "unknown config key 'TRAIN.EPOCHZ'"),
+])
+def test_old_flag_errors_are_one_line(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_old_checkpoint_and_clashing_output_refused(tmp_path, capsys):
+    old = tmp_path / "output" / "ckpt_best.pth"
+    old.parent.mkdir()
+    import torch
+
+    torch.save({"model": {}, "epoch": 3, "max_accuracy": 50.0}, old)
+    assert main(["train", "--resume", str(old)]) == 2
+    assert "not an nmeplib checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", str(old.parent), "--output", str(tmp_path / "elsewhere")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+def test_opts_needs_pairs_and_throughput_runs_for_the_config():
+    result = run("train", "--cfg", "digits_lenet", "--opts", "TRAIN.EPOCHS")
+    assert result.returncode == 2 and "KEY VALUE pairs" in result.stderr
+    result = run("train", "--cfg", "digits_lenet", "--throughput", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "lenet, 32 px, adamw" in result.stdout and "img_per_s" in result.stdout
