@@ -173,3 +173,34 @@ def test_plot_sweep(swept, tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert {line.get_label() for line in fig.axes[1].lines} >= {"lr=0.01 val", "lr=0.003 val"}
     plt.close(fig)
+
+
+def test_papermill_parameters_pass_unnamed_keys_through_overrides(tmp_path):
+    from pathlib import Path
+
+    base = load_config("digits_lenet", [*FAST, f"OUTPUT={tmp_path / 'm'}", "WANDB.GROUP=g", "WANDB.NAME=m"])
+    member = {"TRAIN.LR": 0.005, "TRAIN.LABEL_SMOOTHING": 0.1, "DATA.AUGMENT": "flip"}
+    config = load_config("digits_lenet", [*FAST, f"OUTPUT={tmp_path / 'm'}", "WANDB.GROUP=g", "WANDB.NAME=m",
+                                          "TRAIN.LR=0.005", "TRAIN.LABEL_SMOOTHING=0.1", "DATA.AUGMENT=flip"])
+    declared = dict.fromkeys(["lr", "epochs", "output_dir", "overrides", "resume"])
+    params = sweeps._notebook_parameters(Path("nb.ipynb"), declared, member, config, resume=True)
+    assert params == {"lr": 0.005, "epochs": 1, "output_dir": str(tmp_path / "m"), "resume": True,
+                      "overrides": {"TRAIN.LABEL_SMOOTHING": 0.1, "DATA.AUGMENT": "flip", "WANDB.GROUP": "g",
+                                    "WANDB.NAME": "m"}}
+    # without an overrides parameter a key needs its named parameter; epochs and output_dir always do
+    with pytest.raises(ValueError, match=r"TRAIN.LABEL_SMOOTHING \(label_smoothing\).*no overrides parameter"):
+        sweeps._notebook_parameters(Path("nb.ipynb"), {"lr": 1, "epochs": 1, "output_dir": 1}, member, config, False)
+    with pytest.raises(ValueError, match=r"OUTPUT \(output_dir\)"):
+        sweeps._notebook_parameters(Path("nb.ipynb"), {"epochs": 1, "overrides": {}}, {}, base, False)
+
+
+def test_tables_render_as_html_and_stay_text():
+    rows = [{"name": "a<b", "acc": 97.123456}, {"name": "c", "acc": None}]
+    table = format_table(rows)
+    assert isinstance(table, str) and str(table) == repr(table) == table  # text in a console or a log
+    assert table.splitlines()[2].startswith("a<b") and table.splitlines()[2].endswith("97.12")
+    html = table._repr_html_()
+    assert html.startswith("<table>") and "<th" in html and "a&lt;b" in html and ">97.12</td>" in html
+    from IPython.lib.pretty import pretty
+
+    assert pretty(table) == str(table)  # IPython's text/plain: the table, not a quoted string
