@@ -27,8 +27,8 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 WORKSHEET = "worksheet.md"
-STAFF_ONLY = (  # this tool, its tests and the solutions'; measured results and figures
-    "nmeplib/release.py", "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py",
+STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
+    "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py",
     "figures/*", "*/figures/*", "results/*", "*/results/*", "runs/*",
 )
 STAFF_SECTION = "## For course staff"
