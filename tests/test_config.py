@@ -164,3 +164,24 @@ def test_every_key_is_read_by_the_code(tmp_path, monkeypatch):
                      "val", device="cpu")
     never = sorted(set(VALID_KEYS) - log)
     assert not never, f"config keys never read: {', '.join(never)}"
+
+
+def test_num_classes_above_the_datasets_warns():
+    with pytest.warns(UserWarning, match=r"MODEL\.NUM_CLASSES=200 but cifar10 has 10 classes"):
+        load_config("lenet_base", ["MODEL.NUM_CLASSES=200"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config("lenet_base", ["MODEL.NUM_CLASSES=10"])
+        load_config("resnet18_medium_imagenet", ["MODEL.NUM_CLASSES=200"])  # the file says; not checked here
+
+
+def test_old_key_names_work_as_overrides():
+    from nmeplib.legacy import OldConfigWarning
+
+    with pytest.warns(OldConfigWarning, match=r"left out: PRINT_FREQ \("):
+        config = load_config("digits_lenet", ["DATA.DATA_PATH=/data/x", "TRAIN.OPTIMIZER.NAME=SGD", "PRINT_FREQ=10"])
+    assert config.DATA.ROOT == "/data/x" and config.TRAIN.OPTIMIZER == "sgd"
+    with pytest.raises(ConfigError, match=r"unknown config key 'TRAIN\.OPTIMIZER\.NAMES'"):
+        load_config("digits_lenet", ["TRAIN.OPTIMIZER.NAMES=sgd"])
