@@ -237,11 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device) if args.device else default_device()
     print(f"{args.model}, {img_size} px, {args.optimizer}, {device}", flush=True)
     print(format_row(), flush=True)
-    rows = measure_throughput(args.model, img_size=img_size, num_classes=args.num_classes,
-                              max_batch_size=args.max_batch_size, device=device, optimizer=args.optimizer,
-                              warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
-                              seconds_per_size=args.seconds_per_size,
-                              callback=lambda row: print(format_row(row), flush=True))
+    rows: list[dict] = []
+
+    def show(row: dict) -> None:
+        rows.append(row)
+        print(format_row(row), flush=True)
+
+    try:
+        measure_throughput(args.model, img_size=img_size, num_classes=args.num_classes,
+                           max_batch_size=args.max_batch_size, device=device, optimizer=args.optimizer,
+                           warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
+                           seconds_per_size=args.seconds_per_size, callback=show)
+    except KeyboardInterrupt:
+        print(f"interrupted; largest batch size measured: {largest_fitting_batch(rows)}")
+        return 130
     best = largest_fitting_batch(rows)
     print(f"largest batch size that fits: {best}" if any(r["oom"] for r in rows) else
           f"no out-of-memory up to batch size {best}")

@@ -66,8 +66,8 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
         return run_steps(model, optimizer, x, y, steps)
 
     monkeypatch.setattr(throughput, "_run_steps", logged)
-    rows = measure_throughput("lenet", batch_sizes=[2, 4, 8], callback=lambda row: events.append(("row", row["batch_size"])),
-                              **QUICK)
+    rows = measure_throughput("lenet", batch_sizes=[2, 4, 8], **QUICK,
+                              callback=lambda row: events.append(("row", row["batch_size"])))
     assert [r["batch_size"] for r in rows] == [2, 4, 8]
     order = [e for i, e in enumerate(events) if i == 0 or e != events[i - 1]]  # consecutive steps merged
     assert order == [("step", 2), ("row", 2), ("step", 4), ("row", 4), ("step", 8), ("row", 8)]
