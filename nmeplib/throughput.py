@@ -134,20 +134,20 @@ def iter_throughput(model_or_name: nn.Module | str, *, img_size: int, num_classe
         batch_sizes = _powers_of_two(limit)
     oom_at = None
     try:
-        with _no_progress_bars():
-            for batch_size in batch_sizes:
-                try:
+        for batch_size in batch_sizes:
+            try:
+                with _no_progress_bars():
                     row = _measure(model, initial, config, batch_size, img_size, num_classes, warmup_steps,
                                    timed_steps, seconds_per_size)
-                except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-                    if not _is_out_of_memory(err):
-                        raise
-                    oom_at = batch_size
-                    # Leave the except block first: its traceback holds the batch and the optimizer.
-                else:
-                    yield row
-                    continue
-                break
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+                if not _is_out_of_memory(err):
+                    raise
+                oom_at = batch_size
+                # Leave the except block first: its traceback holds the batch and the optimizer.
+            else:
+                yield row
+                continue
+            break
     finally:
         # The model copy, its gradients and the cached blocks go before the caller sees the
         # out-of-memory row, so the device is usable again (to train, say).

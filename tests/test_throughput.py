@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -58,6 +59,7 @@ def test_command_line(tmp_path, capsys):
 
 def test_rows_arrive_one_at_a_time(monkeypatch):
     """Each row reaches the callback (and the generator's consumer) before the next size starts."""
+    monkeypatch.delenv("NMEPLIB_PROGRESS", raising=False)
     events = []
     run_steps = throughput._run_steps
 
@@ -76,6 +78,7 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
     sweep = throughput.iter_throughput("lenet", batch_sizes=[2, 4], **QUICK)
     first = next(sweep)
     assert first["batch_size"] == 2 and ("step", 4) not in events
+    assert "NMEPLIB_PROGRESS" not in os.environ   # the consumer runs with its own settings
     assert [r["batch_size"] for r in sweep] == [4]
 
 
