@@ -146,7 +146,8 @@ def test_aug_keys_become_one_augment(tmp_path, aug, expected):
      r"TRAIN\.OPTIMIZER\.NAME \(old name of TRAIN\.OPTIMIZER\).*must be one of 'adamw'"),
     ({"TRAIN": {"LR_SCHEDULER": {"NAME": "multistep"}}}, r"TRAIN\.LR_SCHEDULER\.NAME .*TRAIN\.SCHEDULER must be one"),
     ({"AUG": {"RAND_AUGMENT": "augmix-m5"}}, r"AUG\.RAND_AUGMENT 'augmix-m5' has no counterpart"),
-    ({"DATA": {"PIN_MEMORY": True, "DATA_PTH": "x"}}, r"unknown config key 'DATA\.DATA_PTH'.*old-style.*DATA\.DATA_PATH"),
+    ({"DATA": {"PIN_MEMORY": True, "DATA_PTH": "x"}},
+     r"unknown config key 'DATA\.DATA_PTH'.*old-style.*DATA\.DATA_PATH"),
     ({"MODEL": {"DROP_RATE": 1.5}}, r"MODEL\.DROPOUT must be in \[0, 1\)"),
 ])
 def test_bad_old_values_and_typos_still_fail(tmp_path, tree, message):
