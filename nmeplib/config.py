@@ -222,6 +222,8 @@ def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = (),
         raise ConfigError(f"config {path} must be a mapping of keys, got {type(tree).__name__}")
     bases = tree.pop("BASE", None) or []
     for base in [bases] if isinstance(bases, str) else bases:
+        if not base:  # the old course configs' default: BASE: ['']
+            continue
         base_path = path.parent / base if (path.parent / base).is_file() else _find_file(base)
         _read_yaml(base_path, config, seen + (path,), translator)
     items = list(_flatten(tree))

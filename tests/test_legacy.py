@@ -159,6 +159,12 @@ def test_bad_old_values_and_typos_still_fail(tmp_path, tree, message):
             load_config(path)
 
 
+def test_empty_base_of_the_old_defaults(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("BASE: ['']\nDATA:\n  DATA_PATH: /data/cifar10\n")
+    assert load_config(path).DATA.ROOT == "/data/cifar10"
+
+
 def test_new_style_files_stay_strict(tmp_path):
     path = tmp_path / "new.yaml"
     path.write_text("TRAIN:\n  LR: 0.1\n  LRR: 0.2\n")
