@@ -141,7 +141,8 @@ class _Pairs(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         if len(values) % 2:
-            raise argparse.ArgumentError(self, f"takes KEY VALUE pairs, got an odd number of words: {' '.join(values)}")
+            raise argparse.ArgumentError(self, f"takes KEY VALUE pairs, got an odd number of words: "
+                                               f"{' '.join(values)}")
         items = list(getattr(namespace, self.dest, None) or [])
         items += [f"{key}={value}" for key, value in zip(values[::2], values[1::2])]
         setattr(namespace, self.dest, items)
@@ -167,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
     config_help = "a shipped config name (lenet_base, ...) or a YAML path, also an old course config (--cfg)"
 
     t = sub.add_parser("train", help="train a model from a config")
-    t.add_argument("--config", "--cfg", dest="config", help=config_help)
+    t.add_argument("--config", "--cfg", dest="config", metavar="NAME_OR_PATH", help=config_help)
     t.add_argument("--set", action="extend", **kv)
     t.add_argument("--opts", **pairs)
     t.add_argument("--output", help="run folder (sets OUTPUT)")
@@ -177,8 +178,8 @@ def parser() -> argparse.ArgumentParser:
                         "in it, and stands for --resume --output FOLDER")
     t.add_argument("--overwrite", action="store_true", help="replace the run that --output holds")
     old = t.add_argument_group("the old course code's flags (main.py)")
-    old.add_argument("--batch-size", type=int, help="sets DATA.BATCH_SIZE (after --set/--opts)")
-    old.add_argument("--data-path", help="sets DATA.ROOT (after --set/--opts)")
+    old.add_argument("--batch-size", type=int, metavar="N", help="sets DATA.BATCH_SIZE (after --set/--opts)")
+    old.add_argument("--data-path", metavar="PATH", help="sets DATA.ROOT (after --set/--opts)")
     old.add_argument("--eval", action="store_true",
                      help="only validate a checkpoint: --resume CHECKPOINT (or a run folder, or --output FOLDER: "
                           "its checkpoint_best.pt); the same as predict --split val")
@@ -196,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     pr.set_defaults(run=_predict)
 
     s = sub.add_parser("summary", help="layers, output shapes and parameter counts of a config's model")
-    s.add_argument("--config", "--cfg", dest="config", required=True, help=config_help)
+    s.add_argument("--config", "--cfg", dest="config", metavar="NAME_OR_PATH", required=True, help=config_help)
     s.add_argument("--set", action="extend", **kv)
     s.add_argument("--opts", **pairs)
     s.set_defaults(run=_summary)
