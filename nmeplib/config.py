@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "TRAIN": {
         "EPOCHS": 10,
-        "WARMUP_EPOCHS": 0,         # linear warm-up before the cosine schedule
+        "WARMUP_EPOCHS": 0,         # linear warm-up before the schedule
+        "WARMUP_LR": 0.0,           # the warm-up rises linearly from this rate
         "LR": 1e-3,
         "MIN_LR": 0.0,              # floor of the cosine schedule
         "WEIGHT_DECAY": 0.05,
@@ -82,7 +83,7 @@ OPTIONAL_TYPES: dict[str, type] = {"MODEL.NUM_CLASSES": int, "MODEL.DROPOUT": fl
 # Datasets with a fixed number of classes (MediumImageNet's comes from its file).
 DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "digits": 10}
 POSITIVE = ("DATA.IMG_SIZE", "DATA.BATCH_SIZE", "TRAIN.EPOCHS", "TRAIN.DECAY_EPOCHS", "MODEL.NUM_CLASSES")
-NON_NEGATIVE = ("DATA.NUM_WORKERS", "TRAIN.WARMUP_EPOCHS", "TRAIN.LR", "TRAIN.MIN_LR",
+NON_NEGATIVE = ("DATA.NUM_WORKERS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WARMUP_LR", "TRAIN.LR", "TRAIN.MIN_LR",
                 "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
 
 

@@ -48,7 +48,6 @@ DROPPED: dict[str, str] = {
     "MODEL.PRETRAINED": "no pretrained weights",
     "MODEL.DROP_PATH_RATE": "no stochastic depth",
     "TRAIN.START_EPOCH": "--resume continues from the checkpoint's epoch",
-    "TRAIN.WARMUP_LR": "the warm-up rises linearly from about 0 to TRAIN.LR",
     "TRAIN.ACCUMULATION_STEPS": "no gradient accumulation; raise DATA.BATCH_SIZE or use more GPUs",
     "TRAIN.CLIP_GRAD": "no gradient clipping",
     "TRAIN.AUTO_RESUME": "resuming is a command-line choice here: train --resume",

@@ -32,7 +32,7 @@ def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optim
 class Schedule:
     """The learning rate of every optimizer step, as one function of the step.
 
-    A linear warm-up over ``TRAIN.WARMUP_EPOCHS`` multiplies the scheduler's rate:
+    A linear warm-up over ``TRAIN.WARMUP_EPOCHS`` rises from ``TRAIN.WARMUP_LR`` to the rate of:
     ``cosine`` decays from ``TRAIN.LR`` to ``TRAIN.MIN_LR`` over the steps after the warm-up;
     ``constant`` keeps ``TRAIN.LR``; ``step`` multiplies it by ``TRAIN.DECAY_RATE`` every
     ``TRAIN.DECAY_EPOCHS`` epochs; ``plateau`` does so when the validation loss has not fallen
@@ -47,6 +47,7 @@ class Schedule:
         self.optimizer, self.kind, self.steps_per_epoch = optimizer, t.SCHEDULER, steps_per_epoch
         self.base, self.min_lr = t.LR, t.MIN_LR
         self.warmup, self.total = t.WARMUP_EPOCHS * steps_per_epoch, t.EPOCHS * steps_per_epoch
+        self.warmup_lr = t.WARMUP_LR
         self.decay_epochs, self.decay_rate = t.DECAY_EPOCHS, t.DECAY_RATE
         self.step = 0
         self.plateau = {"scale": 1.0, "best": math.inf, "bad_epochs": 0}
@@ -54,15 +55,20 @@ class Schedule:
 
     def rate(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""
-        warm = (step + 1) / self.warmup if step < self.warmup else 1.0
+        target = self._scheduled(step)
+        if step >= self.warmup:
+            return target
+        return self.warmup_lr + (target - self.warmup_lr) * (step + 1) / self.warmup
+
+    def _scheduled(self, step: int) -> float:
         if self.kind == "cosine":
             progress = min(1.0, max(0, step - self.warmup) / max(1, self.total - self.warmup))
-            return warm * (self.min_lr + (self.base - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+            return self.min_lr + (self.base - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
         if self.kind == "step":
-            return warm * self.base * self.decay_rate ** (step // self.steps_per_epoch // self.decay_epochs)
+            return self.base * self.decay_rate ** (step // self.steps_per_epoch // self.decay_epochs)
         if self.kind == "plateau":
-            return warm * max(self.base * self.plateau["scale"], self.min_lr)
-        return warm * self.base
+            return max(self.base * self.plateau["scale"], self.min_lr)
+        return self.base
 
     @property
     def lr(self) -> float:

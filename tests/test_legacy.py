@@ -59,7 +59,7 @@ OLD_CHILD = {
     "THROUGHPUT_MODE": False,
 }
 
-DROPPED = ["DATA.PIN_MEMORY", "TRAIN.WARMUP_LR", "TRAIN.OPTIMIZER.EPS", "TRAIN.OPTIMIZER.BETAS", "SAVE_FREQ",
+DROPPED = ["DATA.PIN_MEMORY", "TRAIN.OPTIMIZER.EPS", "TRAIN.OPTIMIZER.BETAS", "SAVE_FREQ",
            "PRINT_FREQ", "DATA.INTERPOLATION", "MODEL.RESUME", "TRAIN.START_EPOCH", "TRAIN.ACCUMULATION_STEPS",
            "TEST.CROP", "TEST.SEQUENTIAL", "TEST.SHUFFLE", "EVAL_MODE", "THROUGHPUT_MODE"]
 
@@ -85,13 +85,14 @@ def test_old_lenet_config_translates_and_keeps_its_checks(old_files):
     config, notices, others = load_with_notices(old_files / "lenet_base.yaml")
     assert config.DATA.DATASET == "cifar10" and config.DATA.NUM_WORKERS == 32
     assert (config.TRAIN.LR, config.TRAIN.MIN_LR, config.TRAIN.WARMUP_EPOCHS) == (3e-4, 3e-5, 10)
+    assert config.TRAIN.WARMUP_LR == 3e-5 and "TRAIN.WARMUP_LR" not in notices[0]
     assert (config.TRAIN.OPTIMIZER, config.TRAIN.MOMENTUM, config.TRAIN.SCHEDULER) == ("adamw", 0.9, "cosine")
     assert config.DATA.AUGMENT == "course" and config.MODEL.DROPOUT == 0.0 and config.OUTPUT == "output/lenet_cifar"
     assert config.MODEL.NUM_CLASSES == 200
     assert any("MODEL.NUM_CLASSES=200 but cifar10 has 10 classes" in text for text in others)
     [notice] = notices  # one line naming each dropped key once, with its reason
     assert "\n" not in notice
-    for key in ["DATA.PIN_MEMORY", "TRAIN.WARMUP_LR", "TRAIN.OPTIMIZER.EPS", "TRAIN.OPTIMIZER.BETAS", "SAVE_FREQ",
+    for key in ["DATA.PIN_MEMORY", "TRAIN.OPTIMIZER.EPS", "TRAIN.OPTIMIZER.BETAS", "SAVE_FREQ",
                 "PRINT_FREQ"]:
         assert notice.count(f"{key} (") == 1, key
     assert "PRINT_FREQ (progress is one line per epoch" in notice

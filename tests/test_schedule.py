@@ -38,6 +38,13 @@ def test_cosine_with_warmup_and_floor():
     assert sched.rate(10_000) == pytest.approx(0.01)
 
 
+def test_warmup_starts_from_warmup_lr():
+    sched, opt = schedule("TRAIN.SCHEDULER=constant", "TRAIN.EPOCHS=2", "TRAIN.WARMUP_EPOCHS=1",
+                          "TRAIN.WARMUP_LR=0.01")
+    used = rates(sched, opt, 2)
+    assert used == pytest.approx([0.01 + 0.09 * (s + 1) / STEPS for s in range(STEPS)] + [0.1] * STEPS)
+
+
 def test_step_decay_holds_for_the_whole_epoch():
     sched, opt = schedule("TRAIN.SCHEDULER=step", "TRAIN.EPOCHS=5", "TRAIN.DECAY_EPOCHS=2", "TRAIN.DECAY_RATE=0.5")
     used = rates(sched, opt, 5)
