@@ -30,7 +30,7 @@ REQUIRED = {
     "04_alexnet": TRAINING | {"lr", "img_size", "augment", "optimizer", "scheduler", "weight_decay", "dropout",
                               "activation", "overrides"},
     "05_sweeps": TRAINING | {"model", "lr", "img_size", "runner", "max_batch_size", "overrides"},
-    "06_resnet": TRAINING | {"model", "lr", "img_size"},
+    "06_resnet": TRAINING | {"model", "lr", "img_size", "overrides"},
     "07_kaggle": TRAINING | {"model", "lr", "img_size", "overrides"},
 }
 
