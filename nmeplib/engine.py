@@ -174,11 +174,14 @@ def check_img_size(model: nn.Module, config: Config) -> None:
 
 
 def prepare_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
-    """The config's model on ``device``, checked against ``DATA.IMG_SIZE``."""
+    """The config's model on ``device``, checked against ``DATA.IMG_SIZE``; on CUDA in channels_last
+    with cuDNN autotuning and TF32 matmuls (bf16 autocast is in :func:`run_epoch`)."""
     model = build_model_from_config(config, num_classes)
     check_img_size(model, config)
     model = model.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # the one place that sets how CUDA runs the model
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -264,13 +267,43 @@ def _print_epoch(row: dict, epochs: int) -> None:
           f"{row['train_img_per_s']:.0f} img/s", flush=True)
 
 
-def _checkpoint(model: nn.Module, optimizer, schedule: Schedule, history: list[dict], config: Config,
-                class_names, num_classes: int) -> dict:
-    """What ``checkpoint_last.pt`` holds (see ``checkpoint.STATE_KEYS``)."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "epoch": history[-1]["epoch"], "best_acc": ckpt.best_row(history)["val_acc"], "history": history,
-            "rng": ckpt.rng_state(), "config": config.to_dict(), "class_names": list(class_names),
-            "num_classes": num_classes}
+def _restore(state: dict, model: nn.Module, optimizer, schedule: Schedule, out: Path, writer: bool) -> list[dict]:
+    """Load a checkpoint's weights, optimizer, schedule and random state; returns its history.
+
+    The writer also brings the other run files in line with it: a run killed between its
+    checkpoint and its metrics line or best checkpoint gets them now.
+    """
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    ckpt.set_rng_state(state["rng"])
+    history = state["history"]
+    if writer:
+        ckpt.write_jsonl(out / ckpt.METRICS, history)
+        if ckpt.best_row(history)["epoch"] == state["epoch"] and not ckpt.is_best_current(out):
+            ckpt.link_best(out)
+    return history
+
+
+def _end_epoch(out: Path, state: dict, tracker: Tracker, callbacks, epochs: int) -> None:
+    """Rank 0's files for a finished epoch, the checkpoint first: it is what a resumed run trusts."""
+    history = state["history"]
+    ckpt.save_checkpoint(state, out / ckpt.LAST)
+    if ckpt.best_row(history) is history[-1]:
+        ckpt.link_best(out)
+    tracker.log_epoch(history[-1])
+    for callback in callbacks:
+        callback(history[-1])
+    _print_epoch(history[-1], epochs)
+
+
+def _write_summary(out: Path, history: list[dict], num_classes: int, config: Config, tracker: Tracker) -> None:
+    best = ckpt.best_row(history)
+    summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "final_val_acc": history[-1]["val_acc"],
+               "epochs": len(history), "train_time_s": sum(r["train_time_s"] for r in history),
+               "num_classes": num_classes, "config": config.to_dict()}
+    ckpt.write_json(out / ckpt.SUMMARY, summary)
+    tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
 
 
 def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
@@ -287,80 +320,54 @@ def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
     if nproc > 1 and not (dist.is_available() and dist.is_initialized()):
         from .distributed import launch
         return launch(config, nproc, resume=resume, callbacks=callbacks, **({"overwrite": True} if overwrite else {}))
-    rank = rank_and_world()[0]
-    with ckpt.locked(config.OUTPUT) if rank == 0 else nullcontext():
-        state, finished = _open_run(config, resume, overwrite, writer=rank == 0)
-        if finished is not None:
-            for row in finished:
-                for callback in callbacks:
-                    callback(row)
-            return finished
-        return _train(config, state, callbacks, device)
-
-
-def _train(config: Config, state: dict | None, callbacks, device) -> list[dict]:
-    device = torch.device(device) if device is not None else default_device()
     rank, world = rank_and_world()
     out = Path(config.OUTPUT)
-    seed_everything(config.SEED)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    train_loader = build_loader(config, "train", device=device)
-    val_loader = build_loader(config, "val", device=device)
-    if len(train_loader) == 0:
-        raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the "
-                          f"{train_loader.num_samples} training images of this process")
-    info = train_loader.dataset_info
-    num_classes = num_classes_for(config, info, val_loader.dataset_info)
-    model = raw_model = prepare_model(config, num_classes, device)
-    optimizer = build_optimizer(config, raw_model)
-    schedule = Schedule(config, optimizer, len(train_loader))
-    history = []
-    if state is not None:
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        history = state["history"]
-        ckpt.set_rng_state(state["rng"])
-        if rank == 0:  # a run killed between its checkpoint and its other files: bring them in line
-            ckpt.write_jsonl(out / ckpt.METRICS, history)
-            if ckpt.best_row(history)["epoch"] == state["epoch"] and not ckpt.is_best_current(out):
-                ckpt.link_best(out)
-    if config.TRAIN.COMPILE:
-        model = torch.compile(model)
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    smoothing = config.TRAIN.LABEL_SMOOTHING
-    with Tracker(config, out, resume_rows=history, enabled=rank == 0) as tracker:
-        for epoch in range(len(history) + 1, config.TRAIN.EPOCHS + 1):
-            lr = schedule.lr
-            reset_peak_memory(device)
-            train = train_one_epoch(model, train_loader, optimizer, device, schedule=schedule,
-                                    label_smoothing=smoothing, epoch=epoch)
-            val = validate(model, val_loader, device, label_smoothing=smoothing)
-            schedule.step_epoch(val["loss"])
-            row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
-                   "val_loss": val["loss"], "val_acc": val["acc"], "train_time_s": train["time_s"],
-                   "val_time_s": val["time_s"], "train_img_per_s": train["img_per_s"],
-                   "peak_mem_mb": peak_memory_mb(device)}
-            history.append(row)
-            if rank == 0:  # the checkpoint first: it is what a resumed run trusts
-                ckpt.save_checkpoint(_checkpoint(raw_model, optimizer, schedule, history, config, info.class_names,
-                                                 num_classes), out / ckpt.LAST)
-                if ckpt.best_row(history) is row:
-                    ckpt.link_best(out)
-                tracker.log_epoch(row)
-                for callback in callbacks:
-                    callback(row)
-                _print_epoch(row, config.TRAIN.EPOCHS)
-        if rank == 0 and history:
-            best = ckpt.best_row(history)
-            summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-                       "final_val_acc": history[-1]["val_acc"], "epochs": len(history),
-                       "train_time_s": sum(r["train_time_s"] for r in history), "num_classes": num_classes,
-                       "config": config.to_dict()}
-            ckpt.write_json(out / ckpt.SUMMARY, summary)
-            tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
+    with ckpt.locked(out) if rank == 0 else nullcontext():
+        state, finished = _open_run(config, resume, overwrite, writer=rank == 0)
+        for row in finished or ():
+            for callback in callbacks:
+                callback(row)
+        if finished is not None:
+            return finished
+        device = torch.device(device) if device is not None else default_device()
+        seed_everything(config.SEED)
+        train_loader = build_loader(config, "train", device=device)
+        val_loader = build_loader(config, "val", device=device)
+        info = train_loader.dataset_info
+        num_classes = num_classes_for(config, info, val_loader.dataset_info)
+        model = prepare_model(config, num_classes, device)
+        optimizer = build_optimizer(config, model)
+        schedule = Schedule(config, optimizer, len(train_loader))
+        history = _restore(state, model, optimizer, schedule, out, rank == 0) if state else []
+        trained = distribute(torch.compile(model) if config.TRAIN.COMPILE else model, device)
+        smoothing = config.TRAIN.LABEL_SMOOTHING
+        with Tracker(config, out, resume_rows=history, enabled=rank == 0) as tracker:
+            for epoch in range(len(history) + 1, config.TRAIN.EPOCHS + 1):
+                lr = schedule.lr
+                reset_peak_memory(device)
+                train = train_one_epoch(trained, train_loader, optimizer, device, schedule=schedule,
+                                        label_smoothing=smoothing, epoch=epoch)
+                val = validate(trained, val_loader, device, label_smoothing=smoothing)
+                schedule.step_epoch(val["loss"])
+                history.append({"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+                                "val_loss": val["loss"], "val_acc": val["acc"], "train_time_s": train["time_s"],
+                                "val_time_s": val["time_s"], "train_img_per_s": train["img_per_s"],
+                                "peak_mem_mb": peak_memory_mb(device)})
+                if rank == 0:
+                    _end_epoch(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "schedule": schedule.state_dict(), "epoch": epoch,
+                                     "best_acc": ckpt.best_row(history)["val_acc"], "history": history,
+                                     "rng": ckpt.rng_state(), "config": config.to_dict(),
+                                     "class_names": list(info.class_names), "num_classes": num_classes},
+                               tracker, callbacks, config.TRAIN.EPOCHS)
+            if rank == 0 and history:
+                _write_summary(out, history, num_classes, config, tracker)
     barrier()  # every rank leaves once rank 0's files are written
     return history
+
+
+def distribute(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel under torchrun, else itself."""
+    if rank_and_world()[1] == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
