@@ -154,6 +154,8 @@ PASSTHROUGH = {
     "throughput": ("nmeplib.throughput", "training images/s and peak memory vs batch size"),
     "release": ("nmeplib.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
+    "reproduce": ("nmeplib.reproduce", "run every worksheet experiment through its notebook into a results folder"),
+    "worksheet": ("nmeplib.worksheet", "rewrite worksheet.md's measured tables and figures from a results folder"),
 }
 
 

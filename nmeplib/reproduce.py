@@ -1,0 +1,408 @@
+"""``python -m nmeplib reproduce OUT_DIR``: every long job of the worksheet, one command.
+
+Each experiment executes a numbered notebook headless with papermill (the course's way of running
+long jobs) and keeps, in ``OUT_DIR/<experiment>/``: the executed notebook, the run folders it
+trained (``runs/``: ``metrics.jsonl``, ``summary.json``, checkpoints, figures), ``results.json``
+(every run's summary and every table the notebook saved, gathered for ``python -m nmeplib
+worksheet``) and ``manifest.json`` (the parameters, the state, the machine and the times).
+
+Experiments (worksheet parts in brackets):
+
+========== ======================================================================================
+03_training LeNet and AlexNet on CIFAR-10, curves every epoch (4.2, 5.0, 5.1)
+05_sweeps   AlexNet: learning rate, batch size with training times, throughput until out of
+            memory, augmentation schemes with curves, optimizer / schedule / activation (5.2-5.6)
+06_resnet   ResNet18 on CIFAR-10, compared with 03's AlexNet, prediction grid (6.0, 6.1)
+07_kaggle   ResNet18 on the MediumImageNet HDF5 file given by ``--hdf5`` and the submission (7);
+            without ``--hdf5`` it is skipped with a note
+========== ======================================================================================
+
+Running it again skips experiments finished with the same parameters, resumes an interrupted
+one (the notebook gets ``resume=True``: each run continues from its ``checkpoint_last.pt``,
+finished runs are read back, see README "What happens when...") and refuses, naming the
+differences, an experiment whose folder holds other parameters (``--overwrite`` replaces it).
+
+Sizing: the real chain is meant to fit in 15 minutes on one H100. We could not time it on a GPU
+here; :data:`H100_ESTIMATE_S` is an *estimate* built from the H100 figures of 2026-11-27 (torch
+2.11, bf16, channels_last): ``alexnet_base`` about 1 s per epoch (30 epochs, 76.51% best),
+``resnet18_base`` 84 s for 30 epochs (90.25% best), LeNet about 63,000 training img/s. Hence
+03 and 06 keep the course's 30 epochs (the measured runs), and each of the 20 sweep members of 05
+trains :data:`SWEEP_EPOCHS` epochs. ``--smoke`` runs the same chain on the CPU in smoke mode
+(bundled digits, one or two epochs), as the test suite does.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .config import ConfigError
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+MANIFEST = "manifest.json"
+RESULTS = "results.json"
+SWEEP_EPOCHS = 15  # each AlexNet sweep member (20 of them) on the GPU: ~18 s at ~1.2 s per epoch
+MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the lengths measured on the H100
+KAGGLE_EPOCHS = 10
+
+# One experiment per notebook run: name -> (notebook, real parameters, worksheet parts).
+# The run folders go under OUT_DIR/<name>/runs; 06 compares with 03's AlexNet.
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "03_training": {"notebook": "03_training.ipynb", "parts": "4.2, 5.0, 5.1",
+                    "parameters": {"epochs": MAIN_EPOCHS}},
+    "05_sweeps": {"notebook": "05_sweeps.ipynb", "parts": "5.2-5.6",
+                  "parameters": {"epochs": SWEEP_EPOCHS}},
+    "06_resnet": {"notebook": "06_resnet.ipynb", "parts": "6.0, 6.1",
+                  "parameters": {"epochs": MAIN_EPOCHS}},
+    "07_kaggle": {"notebook": "07_kaggle.ipynb", "parts": "7", "needs_hdf5": True,
+                  "parameters": {"epochs": KAGGLE_EPOCHS}},
+}
+
+# Seconds per experiment on one H100: an ESTIMATE from ../shared/gpu-results/h100-2026-11-27
+# (not a measurement of this chain). 03: LeNet 30 x ~0.8 s + AlexNet 30 x ~1.2 s (train + val)
+# + kernel, data and plots. 05: 20 members x (15 x ~1.2 s + ~4 s set-up), batch 64 about 2.5x
+# slower per epoch, throughput up to out of memory (AlexNet 70 px: 16,384 images took 5.8 GB,
+# so the sweep stops near 262,144, ~60 s). 06: ResNet18 84 s for 30 epochs + prediction grid.
+# 07 depends on the file: ~2,300 img/s (ResNet18 at 96 px, 9x the pixels of 32 px).
+H100_ESTIMATE_S = {"03_training": 75, "05_sweeps": 560, "06_resnet": 110}
+KAGGLE_IMG_PER_S = 2300
+# Smoke mode on a 2-core CPU (measured on the development machine): kernel start included.
+SMOKE_ESTIMATE_S = {"03_training": 25, "05_sweeps": 60, "06_resnet": 25, "07_kaggle": 30}
+GPU_BUDGET_S = 15 * 60
+
+
+class ReproduceError(ConfigError):
+    """An expected fault of ``reproduce`` (a folder with other parameters, a missing file)."""
+
+
+# ----------------------------------------------------------------------------- plan
+
+def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]]:
+    """``--param [EXPERIMENT.]NAME=VALUE`` items as ``{experiment or None: {name: value}}``;
+    values are read as YAML (``2`` is an int, ``3e-3`` a float, ``lenet`` a string)."""
+    import yaml
+
+    parsed: dict[str | None, dict[str, Any]] = {}
+    for item in items or ():
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ReproduceError(f"--param {item!r}: expected [EXPERIMENT.]NAME=VALUE, e.g. epochs=2 or "
+                                 f"05_sweeps.model=lenet")
+        experiment, _, name = key.strip().rpartition(".")
+        full = _match(experiment) if experiment else None
+        if experiment and full is None:
+            raise ReproduceError(f"--param {item!r}: unknown experiment {experiment!r}; choose from "
+                                 f"{', '.join(EXPERIMENTS)}")
+        value = yaml.safe_load(text) if text.strip() else ""
+        if isinstance(value, str):
+            try:
+                value = float(value)   # YAML reads 3e-3 (no dot) as a string
+            except ValueError:
+                pass
+        parsed.setdefault(full, {})[name] = value
+    return parsed
+
+
+def _declared(notebook: str) -> set[str]:
+    import logging
+
+    import papermill as pm
+
+    log = logging.getLogger("papermill")
+    level = log.level
+    log.setLevel(logging.ERROR)   # it warns about comments it cannot parse as types
+    try:
+        return set(pm.inspect_notebook(str(NOTEBOOKS / notebook)))
+    finally:
+        log.setLevel(level)
+
+
+def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
+         only: Iterable[str] | None = None, data_root: str | None = None,
+         params: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The experiments to run, in order, each with its folder and full papermill parameters.
+
+    ``params`` (``--param``) change notebook parameters: ``NAME=VALUE`` in every experiment whose
+    notebook declares NAME, ``EXPERIMENT.NAME=VALUE`` in that one only (for instance a short CPU
+    run: ``epochs=1 03_training.alexnet_warmup_epochs=0 05_sweeps.model=lenet``)."""
+    extra = parse_params(params)
+    out = Path(out_dir).resolve()
+    names = list(EXPERIMENTS)
+    if only:
+        wanted = [n.strip() for item in only for n in str(item).split(",") if n.strip()]
+        unknown = [n for n in wanted if _match(n) is None]
+        if unknown:
+            raise ReproduceError(f"--only: unknown experiment(s) {', '.join(unknown)}; "
+                                 f"choose from {', '.join(EXPERIMENTS)}")
+        chosen = {_match(n) for n in wanted}
+        names = [n for n in names if n in chosen]
+    steps = []
+    for name in names:
+        spec = EXPERIMENTS[name]
+        folder = out / name
+        params: dict[str, Any] = {**spec["parameters"], "output_dir": str(folder / "runs"), "smoke": smoke}
+        if name in ("03_training", "05_sweeps", "06_resnet") and data_root:
+            params["data_root"] = data_root
+        if name == "06_resnet":
+            params["alexnet_dir"] = str(out / "03_training" / "runs" / "alexnet")
+        if name == "07_kaggle":
+            if hdf5:
+                params["data_root"] = str(Path(hdf5).resolve())
+            elif not smoke:
+                params = {}
+        declared = _declared(spec["notebook"]) if extra else set()
+        for key, value in extra.get(None, {}).items():
+            if key in declared:
+                params[key] = value
+        for key, value in extra.get(name, {}).items():
+            if key not in declared:
+                raise ReproduceError(f"--param {name}.{key}: {spec['notebook']} has no parameter {key!r}; "
+                                     f"it takes {', '.join(sorted(declared))}")
+            params[key] = value
+        skip = "no --hdf5 file given: the Kaggle run (Part 7) is skipped" \
+            if spec.get("needs_hdf5") and not hdf5 and not smoke else None
+        steps.append({"name": name, "notebook": spec["notebook"], "folder": folder, "parameters": params,
+                      "parts": spec["parts"], "skip": skip, "estimate_s": _estimate(name, smoke, hdf5)})
+    return steps
+
+
+def _match(name: str) -> str | None:
+    for full in EXPERIMENTS:
+        if name == full or full.startswith(name + "_") or full.split("_", 1)[1] == name:
+            return full
+    return None
+
+
+def _estimate(name: str, smoke: bool, hdf5: str | None) -> float:
+    if smoke:
+        return SMOKE_ESTIMATE_S[name]
+    if name == "07_kaggle":
+        if not hdf5:
+            return 0.0
+        try:
+            from .data.hdf5 import inspect_hdf5
+            info = inspect_hdf5(hdf5)
+            images = info["num_samples"].get("train", 0) + info["num_samples"].get("val", 0)
+        except Exception:  # the notebook reports a bad file itself
+            return 0.0
+        return images * KAGGLE_EPOCHS / KAGGLE_IMG_PER_S + 60
+    return H100_ESTIMATE_S[name]
+
+
+# ----------------------------------------------------------------------------- manifests
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def machine() -> dict[str, str]:
+    """The machine, torch version and date a result was measured with (for tables and figures)."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    return {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+            "host": socket.gethostname(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")}
+
+
+def _differences(old: Mapping, new: Mapping) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def state_of(step: Mapping[str, Any], overwrite: bool = False) -> str:
+    """``new``, ``finished`` (skip), ``interrupted`` (resume) for one planned experiment.
+
+    A folder whose manifest holds other parameters raises :class:`ReproduceError` naming the
+    differences, unless ``overwrite`` (then it is emptied and the state is ``new``).
+    """
+    folder = Path(step["folder"])
+    manifest = read_manifest(folder)
+    if manifest is None:
+        if folder.exists() and any(folder.iterdir()) and not overwrite:
+            raise ReproduceError(f"{folder} holds files but no {MANIFEST}: not made by reproduce; "
+                                 f"--overwrite replaces it, or choose another OUT_DIR")
+        if folder.exists() and overwrite:
+            shutil.rmtree(folder)
+        return "new"
+    changes = _differences(manifest.get("parameters", {}), step["parameters"])
+    if changes:
+        if not overwrite:
+            raise ReproduceError(f"{folder} holds {step['name']} with other parameters ({'; '.join(changes)}); "
+                                 f"--overwrite replaces it, or choose another OUT_DIR")
+        shutil.rmtree(folder)
+        return "new"
+    return "finished" if manifest.get("state") == "finished" else "interrupted"
+
+
+# ----------------------------------------------------------------------------- results
+
+def collect_results(folder: str | os.PathLike) -> dict[str, Any]:
+    """Every run's ``summary.json`` (without its config) and every CSV table under ``folder``,
+    keyed by their paths relative to it: what ``python -m nmeplib worksheet`` reads."""
+    import csv
+
+    folder = Path(folder)
+    runs, tables = {}, {}
+    for path in sorted(folder.rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except ValueError:
+            continue
+        config = summary.get("config") or {}
+        keep = {k: v for k, v in summary.items() if k != "config"}
+        keep["settings"] = {"model": config.get("MODEL", {}).get("NAME"),
+                            "dataset": config.get("DATA", {}).get("DATASET"),
+                            "img_size": config.get("DATA", {}).get("IMG_SIZE"),
+                            "batch_size": config.get("DATA", {}).get("BATCH_SIZE"),
+                            "lr": config.get("TRAIN", {}).get("LR"),
+                            "augment": config.get("DATA", {}).get("AUGMENT")}
+        metrics = path.parent / "metrics.jsonl"
+        keep["history"] = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
+            if metrics.is_file() else []
+        runs[path.parent.relative_to(folder).as_posix()] = keep
+    for path in sorted(folder.rglob("*.csv")):
+        if "demo-data" in path.parts or path.name == "submission.csv":
+            continue
+        with path.open(newline="") as f:
+            tables[path.relative_to(folder).as_posix()] = list(csv.DictReader(f))
+    figures = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    return {"runs": runs, "tables": tables, "figures": figures}
+
+
+# ----------------------------------------------------------------------------- running
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _execute(step: Mapping[str, Any], resume: bool) -> None:
+    import papermill as pm
+
+    folder = Path(step["folder"])
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    parameters = dict(step["parameters"])
+    notebook = NOTEBOOKS / step["notebook"]
+    if resume and "resume" in _declared(step["notebook"]):
+        parameters["resume"] = True   # 05's sweeps resume their members by themselves
+    pm.execute_notebook(str(notebook), str(folder / step["notebook"]),
+                        parameters=parameters, progress_bar=False, cwd=str(NOTEBOOKS.parent),
+                        log_output=False)
+
+
+def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
+              only: Iterable[str] | None = None, overwrite: bool = False, data_root: str | None = None,
+              params: Iterable[str] | None = None, stream=None) -> list[dict[str, Any]]:
+    """Run (or skip, or resume) each planned experiment; returns one status row per experiment."""
+    stream = stream or sys.stdout
+    out = Path(out_dir).resolve()
+    steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params)
+    states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
+    out.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        os.environ["NMEPLIB_SMOKE"] = "1"
+    total_estimate = sum(s["estimate_s"] for s in steps if states[s["name"]] in ("new", "interrupted"))
+    basis = "smoke mode on a 2-core CPU" if smoke else "an estimate for one H100 from the 2026-11-27 H100 figures"
+    print(f"reproduce: {len(steps)} experiment(s) into {out}; about {_clock(total_estimate)} to run "
+          f"({basis})", file=stream, flush=True)
+    start = time.monotonic()
+    spent_estimate = 0.0
+    rows = []
+    for index, step in enumerate(steps, 1):
+        name, folder, state = step["name"], Path(step["folder"]), states[step["name"]]
+        began = time.monotonic()
+        status, note = state, ""
+        if state == "skipped":
+            note = step["skip"]
+        elif state == "finished":
+            note = "finished earlier with the same parameters"
+        else:
+            manifest = {"experiment": name, "notebook": step["notebook"], "parts": step["parts"],
+                        "parameters": step["parameters"], "state": "running", "smoke": smoke,
+                        "machine": machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                        "estimate_s": step["estimate_s"]}
+            previous = read_manifest(folder) or {}
+            manifest["attempts"] = previous.get("attempts", 0) + 1
+            _write_json(folder / MANIFEST, manifest)
+            try:
+                _execute(step, resume=state == "interrupted")
+            except Exception as err:  # the executed notebook in the folder holds the traceback
+                manifest.update(state="failed", error=f"{type(err).__name__}: {str(err).strip().splitlines()[-1:]}")
+                _write_json(folder / MANIFEST, manifest)
+                status, note = "failed", f"see {folder / step['notebook']}"
+            else:
+                _write_json(folder / RESULTS, {"experiment": name, "smoke": smoke, "machine": manifest["machine"],
+                                               **collect_results(folder)})
+                manifest.update(state="finished", elapsed_s=round(time.monotonic() - began, 1),
+                                finished=_dt.datetime.now(_dt.timezone.utc).isoformat())
+                _write_json(folder / MANIFEST, manifest)
+                status = "resumed and finished" if state == "interrupted" else "finished"
+            spent_estimate += step["estimate_s"]
+        elapsed = time.monotonic() - start
+        remaining = [s for s in steps[index:] if states[s["name"]] in ("new", "interrupted")]
+        left = sum(s["estimate_s"] for s in remaining)
+        if spent_estimate > 0 and elapsed > 0:
+            left *= elapsed / spent_estimate   # scale the estimate by how this machine has done so far
+        took = time.monotonic() - began
+        print(f"[{index}/{len(steps)}] {name} ({step['parts']}): {status} in {_clock(took)}"
+              f"{'; ' + note if note else ''} | elapsed {_clock(elapsed)}, about {_clock(left)} left",
+              file=stream, flush=True)
+        rows.append({"experiment": name, "status": status, "seconds": round(took, 1), "note": note})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m nmeplib reproduce",
+        description="Run every worksheet experiment through its notebook (papermill) into OUT_DIR: executed "
+                    "notebooks, metrics, figures. Finished experiments are skipped, interrupted ones resumed. "
+                    f"Sized for about 15 minutes on one H100 (an estimate): 03 and 06 train {MAIN_EPOCHS} epochs, "
+                    f"each 05 sweep member {SWEEP_EPOCHS}.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="results folder (made if missing)")
+    p.add_argument("--smoke", action="store_true", help="the same chain in smoke mode on the CPU (digits, 1-2 epochs)")
+    p.add_argument("--hdf5", metavar="FILE", help="MediumImageNet HDF5 file for 07_kaggle (skipped without it)")
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help=f"run only these experiments ({', '.join(EXPERIMENTS)}; '03' or 'sweeps' work too)")
+    p.add_argument("--data-root", metavar="DIR", help="CIFAR-10 folder (default: the configs' search)")
+    p.add_argument("--param", nargs="+", default=[], metavar="[EXPERIMENT.]NAME=VALUE",
+                   help="change a notebook parameter, e.g. for a short CPU run: epochs=1 "
+                        "03_training.alexnet_warmup_epochs=0 05_sweeps.model=lenet")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace experiments whose folders hold other parameters")
+    args = p.parse_args(argv)
+    if args.hdf5 and not Path(args.hdf5).is_file():
+        raise FileNotFoundError(f"--hdf5 {args.hdf5}: no such file")
+    rows = reproduce(args.out_dir, smoke=args.smoke, hdf5=args.hdf5, only=args.only, overwrite=args.overwrite,
+                     data_root=args.data_root, params=args.param)
+    failed = [r["experiment"] for r in rows if r["status"] == "failed"]
+    if failed:
+        print(f"error: {', '.join(failed)} failed; the executed notebooks in {args.out_dir} hold the tracebacks; "
+              f"run the same command again to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

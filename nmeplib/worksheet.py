@@ -1,0 +1,430 @@
+"""``python -m nmeplib worksheet OUT_DIR``: worksheet.md's measured tables and figures from a
+results folder made by ``python -m nmeplib reproduce OUT_DIR``.
+
+Each measured region of ``worksheet.md`` sits between ``<!-- BEGIN RESULTS name -->`` and
+``<!-- END RESULTS name -->`` (inside an answer's ``BEGIN ANSWER`` / ``END ANSWER`` pair, which
+the student release blanks as a whole). This command rewrites the regions whose experiment is
+in ``OUT_DIR`` and leaves everything else, including regions whose experiment is missing,
+byte for byte as it was. Each region opens with a line naming the machine, the torch version,
+the date and the run length it was measured with; each figure (PNG, in ``worksheet_figures/``
+next to ``worksheet.md``) carries the same line. The output depends only on the results folder:
+running it twice gives the same files.
+
+=============== ==================== =====================================================
+region           experiment           content
+=============== ==================== =====================================================
+``training``     03_training          LeNet and AlexNet: accuracy, loss, time; curves
+``lr``           05_sweeps            learning-rate sweep; validation curves
+``batch_size``   05_sweeps            batch-size sweep with training times; curves
+``throughput``   05_sweeps            images/s and memory vs batch size (until OOM on a GPU)
+``augment``      05_sweeps            augmentation schemes; training and validation curves
+``variations``   05_sweeps            optimizer / schedule / activation; curves
+``resnet``       06_resnet            ResNet18 next to 03's AlexNet; curves
+``predictions``  06_resnet            the prediction grid of ``checkpoint_best.pt``
+``kaggle``       07_kaggle            the MediumImageNet run and its submission
+=============== ==================== =====================================================
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .config import ConfigError
+
+BEGIN = "<!-- BEGIN RESULTS {name} -->"
+END = "<!-- END RESULTS {name} -->"
+REGION = re.compile(r"(<!-- BEGIN RESULTS (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END RESULTS (?P=name) -->)",
+                    re.S)
+FIGURES = "worksheet_figures"
+FIGURE_DPI = 80
+
+
+class WorksheetError(ConfigError):
+    """A results folder or worksheet this command cannot use (one ``error:`` line)."""
+
+
+# ----------------------------------------------------------------------------- reading results
+
+def load_results(out_dir: str | os.PathLike) -> dict[str, dict]:
+    """Each experiment's ``results.json`` in ``out_dir`` (written by ``reproduce``), by name."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise WorksheetError(f"{out}: no such results folder (make one with python -m nmeplib reproduce {out})")
+    found = {}
+    for path in sorted(out.glob("*/results.json")):
+        try:
+            found[path.parent.name] = {**json.loads(path.read_text()), "folder": str(path.parent)}
+        except ValueError as err:
+            raise WorksheetError(f"{path}: not a results file ({err})") from None
+    if not found:
+        raise WorksheetError(f"{out} holds no */results.json: run python -m nmeplib reproduce {out} first")
+    return found
+
+
+def _provenance(result: Mapping[str, Any], epochs: str) -> str:
+    m = result.get("machine", {})
+    line = (f"{result['experiment']} via `python -m nmeplib reproduce`, {m.get('device', '?')}, "
+            f"torch {m.get('torch', '?')}, {m.get('date', '?')}; {epochs}")
+    if result.get("smoke"):
+        line += "; SMOKE MODE: bundled digits stand in for the data, numbers say nothing about the targets"
+    elif "cuda" not in str(m.get("torch", "")) or str(m.get("device", "")).startswith("CPU"):
+        if str(m.get("device", "")).startswith("CPU"):
+            line += "; CPU run, short: not the course-scale figures"
+    return line
+
+
+def _epochs(runs: Sequence[Mapping[str, Any]]) -> str:
+    counts = sorted({int(r.get("epochs", 0)) for r in runs})
+    if not counts:
+        return "no runs"
+    return f"{counts[0]} epoch{'s' if counts[0] != 1 else ''} per run" if len(counts) == 1 \
+        else f"{', '.join(map(str, counts))} epochs"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value in (None, "") else f"{float(value):.2f}%"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value in (None, ""):
+        return "–"
+    value = float(value)
+    return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _members(result: Mapping[str, Any], sweep: str) -> list[tuple[dict, dict]]:
+    """A 05 sweep's table rows, each with its run (summary and history), in table order."""
+    rows = result["tables"].get(f"runs/{sweep}.csv", [])
+    runs = result["runs"]
+    out = []
+    for row in rows:
+        key = f"runs/{sweep}/{row['name']}"
+        out.append((row, runs.get(key, {})))
+    return out
+
+
+def _mean_speed(run: Mapping[str, Any]) -> float | None:
+    history = run.get("history") or []
+    return sum(r["train_img_per_s"] for r in history) / len(history) if history else None
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _figure(path: Path, stamp: str, draw: Callable, ncols: int = 2) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), dpi=FIGURE_DPI, squeeze=False)
+    draw(list(axes[0]))
+    fig.text(0.5, 0.01, stamp, ha="center", va="bottom", fontsize=6.5, wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _curves(histories: Mapping[str, Sequence[Mapping]], keys=("train_acc", "val_acc"), title: str = "") -> Callable:
+    def draw(axes):
+        for (label, history) in histories.items():
+            epochs = [r["epoch"] for r in history]
+            line = None
+            for key, ax in zip(keys, axes):
+                if key == "both_acc":
+                    line, = ax.plot(epochs, [r["val_acc"] for r in history], marker=".", label=label)
+                    ax.plot(epochs, [r["train_acc"] for r in history], ls="--", color=line.get_color())
+                elif key == "both_loss":
+                    line, = ax.plot(epochs, [r["val_loss"] for r in history], marker=".", label=label)
+                    ax.plot(epochs, [r["train_loss"] for r in history], ls="--", color=line.get_color())
+                else:
+                    ax.plot(epochs, [r[key] for r in history], marker=".", label=label)
+        names = {"train_acc": "train accuracy (%)", "val_acc": "validation accuracy (%)",
+                 "val_loss": "validation loss", "train_loss": "train loss",
+                 "both_acc": "accuracy (%), val solid, train dashed", "both_loss": "loss, val solid, train dashed"}
+        for key, ax in zip(keys, axes):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(names[key], fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0].set_title(title, fontsize=9)
+        axes[-1].legend(fontsize=7)
+    return draw
+
+
+# ----------------------------------------------------------------------------- regions
+
+def _figure_link(name: str, alt: str) -> str:
+    return f"![{alt}]({FIGURES}/{name}.png)"
+
+
+def region_training(results, figures: Path) -> tuple[str, list[Path]] | None:
+    result = results.get("03_training")
+    if not result:
+        return None
+    runs = {name: result["runs"].get(f"runs/{name}") for name in ("lenet", "alexnet")}
+    runs = {k: v for k, v in runs.items() if v}
+    if not runs:
+        return None
+    rows = []
+    for name, run in runs.items():
+        last = run["history"][-1] if run["history"] else {}
+        rows.append([{"lenet": "LeNet (sigmoid)", "alexnet": f"AlexNet ({run['settings']['img_size']} px)"}[name],
+                     run["epochs"], _pct(last.get("train_acc")), _pct(run["final_val_acc"]),
+                     f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", _num(last.get("train_loss"), 3),
+                     _num(last.get("val_loss"), 3), f"{_num(run['train_time_s'] / max(run['epochs'], 1))} s",
+                     _num(_mean_speed(run), 0)])
+    stamp = _provenance(result, _epochs(runs.values()))
+    fig = _figure(figures / "training.png", stamp,
+                  _curves({k: v["history"] for k, v in runs.items()}, ("both_acc", "both_loss"), "LeNet vs AlexNet"))
+    text = (f"*{stamp}.*\n\n"
+            + _table(["model", "epochs", "final train acc", "final val acc", "best val acc", "train loss", "val loss",
+                      "train time per epoch", "train img/s"], rows)
+            + "\n\n" + _figure_link("training", "LeNet and AlexNet curves") + "\n")
+    return text, [fig]
+
+
+def _sweep_region(results, figures: Path, sweep: str, key: str | None, label: str, title: str,
+                  curves=("val_acc", "val_loss"), speed: bool = False):
+    result = results.get("05_sweeps")
+    if not result:
+        return None
+    members = _members(result, sweep)
+    if not members:
+        return None
+    header = [label, "best val acc", "final val acc", "best epoch", "train time per epoch"]
+    if speed:
+        header += ["total train time", "train img/s"]
+    rows = []
+    for row, run in members:
+        value = row.get(key) if key else row["name"]
+        cells = [f"`{value}`" if key is None or key == "DATA.AUGMENT" else value, _pct(row.get("best_val_acc")),
+                 _pct(row.get("final_val_acc")), row.get("best_epoch", "–"),
+                 f"{_num(row.get('time_per_epoch_s'))} s"]
+        if speed:
+            cells += [f"{_num(row.get('total_time_s'))} s", _num(_mean_speed(run), 0)]
+        if row.get("status") == "failed":
+            cells[1] = "failed (diverged)"
+        rows.append(cells)
+    model = next((run["settings"]["model"] for _, run in members if run.get("settings")), "?")
+    runs = [run for _, run in members if run]
+    stamp = _provenance(result, f"{model}, {_epochs(runs)}")
+    histories = {str(row.get(key) if key else row["name"]): run["history"] for row, run in members if run.get("history")}
+    fig = _figure(figures / f"{sweep}.png", stamp, _curves(histories, curves, title))
+    text = f"*{stamp}.*\n\n" + _table(header, rows) + "\n\n" + _figure_link(sweep, title) + "\n"
+    return text, [fig]
+
+
+def region_lr(results, figures):
+    return _sweep_region(results, figures, "lr", "TRAIN.LR", "learning rate", "learning-rate sweep")
+
+
+def region_batch_size(results, figures):
+    return _sweep_region(results, figures, "batch_size", "DATA.BATCH_SIZE", "batch size", "batch-size sweep",
+                         speed=True)
+
+
+def region_augment(results, figures):
+    return _sweep_region(results, figures, "augment", None, "scheme", "augmentation schemes",
+                         curves=("train_acc", "val_acc"))
+
+
+def region_variations(results, figures):
+    return _sweep_region(results, figures, "variations", None, "variation", "optimizer / schedule / activation")
+
+
+def region_throughput(results, figures):
+    result = results.get("05_sweeps")
+    rows = (result or {}).get("tables", {}).get("runs/throughput.csv")
+    if not rows:
+        return None
+    table = []
+    for row in rows:
+        oom = str(row.get("oom")).lower() == "true"
+        table.append([row["batch_size"], "out of memory" if oom else _num(row.get("img_per_s"), 0),
+                      "–" if oom else _num(row.get("step_ms"), 1), "–" if oom else _num(row.get("peak_mem_mb"), 0)])
+    fits = [int(r["batch_size"]) for r in rows if str(r.get("oom")).lower() != "true"]
+    stamp = _provenance(result, "training steps on random batches")
+
+    def draw(axes):
+        ok = [r for r in rows if str(r.get("oom")).lower() != "true"]
+        axes[0].plot([int(r["batch_size"]) for r in ok], [float(r["img_per_s"]) for r in ok], marker="o")
+        axes[0].set_xscale("log", base=2)
+        axes[0].set_xlabel("batch size")
+        axes[0].set_ylabel("training images/s", fontsize=8)
+        axes[0].set_title("throughput vs batch size", fontsize=9)
+        axes[0].grid(alpha=0.3)
+        for r in rows:
+            if str(r.get("oom")).lower() == "true":
+                axes[0].axvline(int(r["batch_size"]), color="red", ls=":", label="out of memory")
+                axes[0].legend(fontsize=7)
+    fig = _figure(figures / "throughput.png", stamp, draw, ncols=1)
+    oom = any(str(r.get("oom")).lower() == "true" for r in rows)
+    verdict = (f"Largest batch that fits: **{max(fits):,}**." if oom else
+               f"No out-of-memory up to {max(fits):,} (the sweep's limit on this machine).") if fits else ""
+    text = (f"*{stamp}.*\n\n" + _table(["batch", "img/s", "ms per step", "peak memory (MB)"], table)
+            + f"\n\n{verdict}\n\n" + _figure_link("throughput", "throughput vs batch size") + "\n")
+    return text, [fig]
+
+
+def region_resnet(results, figures):
+    result = results.get("06_resnet")
+    if not result:
+        return None
+    run = result["runs"].get("runs")
+    if not run:
+        return None
+    rows = [["ResNet18", run["epochs"], f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})",
+             _pct(run["final_val_acc"]), f"{_num(run['train_time_s'])} s", _num(_mean_speed(run), 0)]]
+    histories = {"ResNet18": run["history"]}
+    alexnet = results.get("03_training", {}).get("runs", {}).get("runs/alexnet")
+    if alexnet:
+        rows.append(["AlexNet (03, 4.2)", alexnet["epochs"],
+                     f"{_pct(alexnet['best_val_acc'])} (epoch {alexnet['best_epoch']})",
+                     _pct(alexnet["final_val_acc"]), f"{_num(alexnet['train_time_s'])} s",
+                     _num(_mean_speed(alexnet), 0)])
+        histories["AlexNet"] = alexnet["history"]
+    stamp = _provenance(result, _epochs([run]))
+    fig = _figure(figures / "resnet.png", stamp, _curves(histories, ("both_acc", "both_loss"), "ResNet18 vs AlexNet"))
+    text = (f"*{stamp}.*\n\n" + _table(["model", "epochs", "best val acc", "final val acc", "training time",
+                                        "train img/s"], rows)
+            + "\n\n" + _figure_link("resnet", "ResNet18 and AlexNet curves") + "\n")
+    return text, [fig]
+
+
+def region_predictions(results, figures):
+    result = results.get("06_resnet")
+    if not result:
+        return None
+    grid = Path(result["folder"]) / "runs" / "predictions.png"
+    if not grid.is_file():
+        return None
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(str(grid))
+    stamp = _provenance(result, "checkpoint_best.pt on 20 random validation images")
+
+    def draw(axes):
+        axes[0].imshow(image)
+        axes[0].axis("off")
+    height = image.shape[0] / image.shape[1]
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 8 * height + 0.3), dpi=FIGURE_DPI)
+    ax = fig.add_axes((0, 0.3 / (8 * height + 0.3), 1, 1 - 0.3 / (8 * height + 0.3)))
+    draw([ax])
+    fig.text(0.5, 0.005, stamp, ha="center", va="bottom", fontsize=6.5)
+    path = figures / "predictions.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None})
+    plt.close(fig)
+    text = f"*{stamp}.*\n\n" + _figure_link("predictions", "ResNet18 predictions, mistakes in red") + "\n"
+    return text, [path]
+
+
+def region_kaggle(results, figures):
+    result = results.get("07_kaggle")
+    if not result:
+        return None
+    run = result["runs"].get("runs")
+    if not run:
+        return None
+    stamp = _provenance(result, _epochs([run]))
+    rows = [["ResNet18", run["settings"]["img_size"], run["epochs"], run.get("num_classes", "–"),
+             f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", f"{_num(run['train_time_s'])} s"]]
+    fig = _figure(figures / "kaggle.png", stamp, _curves({"ResNet18": run["history"]}, ("both_acc", "both_loss"),
+                                                          "ResNet18 on MediumImageNet"))
+    text = (f"*{stamp}.*\n\n" + _table(["model", "px", "epochs", "classes", "best val acc", "training time"], rows)
+            + "\n\nThe test accuracy is Kaggle's to measure (the labels are hidden); expect it near the validation "
+              "accuracy.\n\n" + _figure_link("kaggle", "ResNet18 on MediumImageNet curves") + "\n")
+    return text, [fig]
+
+
+REGIONS: dict[str, Callable] = {
+    "training": region_training, "lr": region_lr, "batch_size": region_batch_size, "throughput": region_throughput,
+    "augment": region_augment, "variations": region_variations, "resnet": region_resnet,
+    "predictions": region_predictions, "kaggle": region_kaggle,
+}
+
+
+# ----------------------------------------------------------------------------- rewriting
+
+def regions_in(text: str) -> list[str]:
+    """The RESULTS region names in ``text``, in order; an unclosed or unknown one is an error."""
+    names = [m.group("name") for m in REGION.finditer(text)]
+    opened = re.findall(r"<!-- BEGIN RESULTS ([\w-]+) -->", text)
+    if len(opened) != len(names):
+        missing = [n for n in opened if n not in names]
+        raise WorksheetError(f"worksheet: RESULTS region(s) {', '.join(missing)} not closed by "
+                             f"{END.format(name=missing[0])}")
+    unknown = [n for n in names if n not in REGIONS]
+    if unknown:
+        raise WorksheetError(f"worksheet: unknown RESULTS region(s) {', '.join(unknown)}; known: {', '.join(REGIONS)}")
+    return names
+
+
+def rewrite(text: str, bodies: Mapping[str, str]) -> str:
+    """``text`` with each named region's body replaced; everything else untouched."""
+    def replace(match):
+        name = match.group("name")
+        if name not in bodies:
+            return match.group(0)
+        return match.group(1) + bodies[name] + match.group(4)
+    return REGION.sub(replace, text)
+
+
+def regenerate(out_dir: str | os.PathLike, worksheet: str | os.PathLike = "worksheet.md",
+               figures: str | os.PathLike | None = None, stream=None) -> dict[str, str]:
+    """Rewrite ``worksheet``'s RESULTS regions and figures from ``out_dir``; returns each region's fate."""
+    stream = stream or sys.stdout
+    worksheet = Path(worksheet)
+    figures = Path(figures) if figures else worksheet.parent / FIGURES
+    if not worksheet.is_file():
+        raise WorksheetError(f"{worksheet}: no such worksheet")
+    text = worksheet.read_text()
+    names = regions_in(text)
+    results = load_results(out_dir)
+    bodies, fates = {}, {}
+    for name in names:
+        made = REGIONS[name](results, figures)
+        if made is None:
+            fates[name] = "kept (nothing for it in the results folder)"
+            continue
+        bodies[name], written = made
+        fates[name] = "rewritten; " + ", ".join(p.name for p in written)
+    new = rewrite(text, bodies)
+    if new != text:
+        worksheet.write_text(new)
+    for name, fate in fates.items():
+        print(f"{name}: {fate}", file=stream)
+    return fates
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nmeplib worksheet",
+                                description="Rewrite worksheet.md's measured tables (between <!-- BEGIN RESULTS name --> "
+                                            "and <!-- END RESULTS name -->) and its figures from a results folder "
+                                            "made by python -m nmeplib reproduce.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="results folder of python -m nmeplib reproduce")
+    p.add_argument("--worksheet", default="worksheet.md", help="the worksheet to rewrite (default: worksheet.md)")
+    p.add_argument("--figures", help=f"folder for the PNG figures (default: {FIGURES}/ next to the worksheet)")
+    args = p.parse_args(argv)
+    regenerate(args.out_dir, args.worksheet, args.figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
