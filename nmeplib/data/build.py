@@ -19,6 +19,13 @@ SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # MediumImageNet is drawn from ImageNet
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_ROOTS = {"cifar10": "data/cifar10", "digits": ""}
+# The course server's data in its two layouts (earlier terms, later terms). The shipped configs
+# name the first; a DATA.ROOT that is one of these and missing is looked for at the others, so
+# the configs work on either server without edits (data_links.md).
+COURSE_ROOTS = {
+    "cifar10": ("/data/cifar10", "/data/nmep/cv/cifar10"),
+    "medium_imagenet": ("/data/medium-imagenet/medium-imagenet-nmep-96.hdf5", "/data/nmep/cv/medium-imagenet-96.hdf5"),
+}
 
 
 @dataclass
@@ -62,11 +69,45 @@ class ImageSplit:
         return rows[inverse], self.labels[indices]
 
 
+def _present(dataset: str, root: str) -> bool:
+    path = Path(root)
+    if dataset == "cifar10":
+        return any((folder / "batches.meta").is_file() for folder in (path / cifar.FOLDER, path))
+    return path.is_file()
+
+
+@lru_cache(maxsize=None)
+def _say_used(given: str, used: str) -> None:
+    if given == used:
+        print(f"data: {used} (the course server's data)", flush=True)
+    else:
+        print(f"data: {given} not found, using {used} (the course server's other layout)", flush=True)
+
+
 def data_root(config: Config) -> str:
-    root = config.DATA.ROOT or DEFAULT_ROOTS.get(config.DATA.DATASET, "")
-    if config.DATA.DATASET == "medium_imagenet" and not root:
-        raise DatasetError("DATA.ROOT must name the MediumImageNet HDF5 file (see data_links.md)")
-    return str(Path(root).expanduser()) if root else root
+    """``DATA.ROOT`` (or the dataset's default), with the course server's layouts searched.
+
+    A root that is one of :data:`COURSE_ROOTS` and missing is replaced by the first of the others
+    that exists (said once per process); when none exists the error names every place looked at.
+    """
+    dataset = config.DATA.DATASET
+    root = config.DATA.ROOT or DEFAULT_ROOTS.get(dataset, "")
+    if dataset == "medium_imagenet" and not root:
+        raise DatasetError("DATA.ROOT must name the MediumImageNet HDF5 file (data_links.md says where the course "
+                           "server keeps it)")
+    root = str(Path(root).expanduser()) if root else root
+    layouts = COURSE_ROOTS.get(dataset, ())
+    if root in layouts:
+        for other in (root, *layouts):
+            if _present(dataset, other):
+                _say_used(root, other)
+                return other
+        what = "CIFAR-10 (cifar-10-batches-py/)" if dataset == "cifar10" else "the MediumImageNet HDF5 file"
+        raise DatasetError(f"{what} not found; looked at {' and '.join(layouts)} (the course server's layouts); "
+                           f"set DATA.ROOT to where it is"
+                           + (" (a folder such as data/cifar10 gets the official download)" if dataset == "cifar10"
+                              else "") + "; data_links.md says where to get it")
+    return root
 
 
 @lru_cache(maxsize=8)

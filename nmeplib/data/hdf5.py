@@ -51,7 +51,9 @@ def _open(path: str | os.PathLike, **kwargs) -> h5py.File:
     """Open read-only, turning a missing or non-HDF5 file into a DatasetError."""
     path = Path(path)
     if not path.exists():
-        raise DatasetError(f"{path}: no such file; data_links.md says where to download the dataset")
+        raise DatasetError(f"{path}: no such file; set DATA.ROOT to the MediumImageNet HDF5 file (on the course "
+                           f"server /data/nmep/cv/medium-imagenet-96.hdf5 or /data/medium-imagenet/"
+                           f"medium-imagenet-nmep-96.hdf5; data_links.md says where to get it or how to build one)")
     if not path.is_file() or not h5py.is_hdf5(path):
         raise DatasetError(f"{path}: not an HDF5 file")
     try:

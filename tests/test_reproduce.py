@@ -1,0 +1,147 @@
+"""``python -m nmeplib reproduce``: the plan, skipping and resuming by manifest, a smoke run
+through papermill, and the course server's data layouts."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nmeplib import reproduce as rp
+from nmeplib.config import load_config
+from nmeplib.data import DatasetError
+from nmeplib.data import build as data_build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_plan_names_parameters_and_skips_kaggle_without_a_file(tmp_path):
+    steps = rp.plan(tmp_path, data_root="/somewhere/cifar")
+    assert [s["name"] for s in steps] == list(rp.EXPERIMENTS)
+    by_name = {s["name"]: s for s in steps}
+    assert by_name["03_training"]["parameters"]["epochs"] == rp.MAIN_EPOCHS
+    assert by_name["05_sweeps"]["parameters"]["epochs"] == rp.SWEEP_EPOCHS
+    assert by_name["06_resnet"]["parameters"]["alexnet_dir"] == str(tmp_path / "03_training" / "runs" / "alexnet")
+    assert by_name["03_training"]["parameters"]["data_root"] == "/somewhere/cifar"
+    assert by_name["07_kaggle"]["skip"] and by_name["07_kaggle"]["estimate_s"] == 0
+    # the real chain is sized for 15 minutes on one H100 (an estimate from the measured H100 figures)
+    assert sum(s["estimate_s"] for s in steps) <= rp.GPU_BUDGET_S
+
+
+def test_only_and_params(tmp_path):
+    steps = rp.plan(tmp_path, only=["03", "sweeps"], params=["epochs=2", "05_sweeps.model=lenet", "05.lr=3e-3"])
+    assert [s["name"] for s in steps] == ["03_training", "05_sweeps"]
+    assert steps[0]["parameters"]["epochs"] == 2 and "model" not in steps[0]["parameters"]
+    assert steps[1]["parameters"]["model"] == "lenet" and steps[1]["parameters"]["lr"] == 0.003
+    with pytest.raises(rp.ReproduceError, match="unknown experiment.*nope"):
+        rp.plan(tmp_path, only=["nope"])
+    with pytest.raises(rp.ReproduceError, match="03_training.*no parameter 'model'"):
+        rp.plan(tmp_path, params=["03.model=lenet"])
+    with pytest.raises(rp.ReproduceError, match="NAME=VALUE"):
+        rp.plan(tmp_path, params=["epochs"])
+
+
+def test_manifest_decides_skip_resume_or_refuse(tmp_path):
+    step = rp.plan(tmp_path, only=["06"], smoke=True)[0]
+    assert rp.state_of(step) == "new"
+    folder = Path(step["folder"])
+    folder.mkdir(parents=True)
+    (folder / rp.MANIFEST).write_text(json.dumps({"parameters": step["parameters"], "state": "running"}))
+    assert rp.state_of(step) == "interrupted"
+    (folder / rp.MANIFEST).write_text(json.dumps({"parameters": step["parameters"], "state": "finished"}))
+    assert rp.state_of(step) == "finished"
+    other = {**step["parameters"], "epochs": 99}
+    (folder / rp.MANIFEST).write_text(json.dumps({"parameters": other, "state": "finished"}))
+    with pytest.raises(rp.ReproduceError, match=r"other parameters \(epochs: 99 -> 30\).*--overwrite"):
+        rp.state_of(step)
+    assert rp.state_of(step, overwrite=True) == "new" and not folder.exists()
+
+
+def test_an_interrupted_experiment_resumes_its_notebook(tmp_path, monkeypatch):
+    import papermill as pm
+
+    calls = []
+    monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, parameters, **kw: calls.append(parameters))
+    step = rp.plan(tmp_path, only=["03"], smoke=True)[0]
+    folder = Path(step["folder"])
+    folder.mkdir(parents=True)
+    (folder / rp.MANIFEST).write_text(json.dumps({"parameters": step["parameters"], "state": "running"}))
+    lines = []
+    rows = rp.reproduce(tmp_path, smoke=True, only=["03"], stream=type("S", (), {
+        "write": lambda self, text: lines.append(text), "flush": lambda self: None})())
+    assert calls[0]["resume"] is True and rows[0]["status"] == "resumed and finished"
+    assert json.loads((folder / rp.MANIFEST).read_text())["attempts"] == 1
+    assert any("[1/1] 03_training" in line and "elapsed" in line and "left" in line for line in lines)
+    # 05 resumes its sweep members by itself: it gets no resume parameter
+    calls.clear()
+    sweeps = rp.plan(tmp_path, only=["05"], smoke=True)[0]
+    rp._execute(sweeps, resume=True)
+    assert "resume" not in calls[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path):
+    """The command itself, in smoke mode, on the shortest experiment (06: ResNet18 on digits and
+    its prediction grid); the whole chain is the same code with more notebooks."""
+    out = tmp_path / "results"
+    env = {**os.environ, "NMEPLIB_SMOKE": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "nmeplib", "reproduce", str(out), "--smoke", "--only", "06_resnet"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=220)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "[1/1] 06_resnet (6.0, 6.1): finished in" in first.stdout and "elapsed" in first.stdout
+    folder = out / "06_resnet"
+    manifest = json.loads((folder / rp.MANIFEST).read_text())
+    assert manifest["state"] == "finished" and manifest["smoke"] is True and manifest["machine"]["torch"]
+    assert (folder / "06_resnet.ipynb").is_file() and (folder / "runs" / "predictions.png").is_file()
+    results = json.loads((folder / rp.RESULTS).read_text())
+    assert results["runs"]["runs"]["epochs"] == 1 and results["runs"]["runs"]["history"]
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert second.returncode == 0 and "finished earlier with the same parameters" in second.stdout
+
+
+# ----------------------------------------------------------------------------- course data layouts
+
+def _layouts(tmp_path, monkeypatch):
+    old, new = tmp_path / "data" / "cifar10", tmp_path / "data" / "nmep" / "cv" / "cifar10"
+    h_old, h_new = tmp_path / "data" / "mi" / "mi-96.hdf5", tmp_path / "data" / "nmep" / "cv" / "mi-96.hdf5"
+    monkeypatch.setitem(data_build.COURSE_ROOTS, "cifar10", (str(old), str(new)))
+    monkeypatch.setitem(data_build.COURSE_ROOTS, "medium_imagenet", (str(h_old), str(h_new)))
+    data_build._say_used.cache_clear()
+    return old, new, h_old, h_new
+
+
+def test_configs_find_cifar_under_either_layout_and_say_which(tmp_path, monkeypatch, capsys):
+    old, new, _, _ = _layouts(tmp_path, monkeypatch)
+    config = load_config("alexnet_base", {"DATA.ROOT": str(old)})
+    (new / "cifar-10-batches-py").mkdir(parents=True)
+    (new / "cifar-10-batches-py" / "batches.meta").write_bytes(b"")
+    assert data_build.data_root(config) == str(new)
+    assert f"{old} not found, using {new}" in capsys.readouterr().out
+    (old / "cifar-10-batches-py").mkdir(parents=True)
+    (old / "cifar-10-batches-py" / "batches.meta").write_bytes(b"")
+    assert data_build.data_root(config) == str(old)
+    assert f"data: {old}" in capsys.readouterr().out
+    # a root of the user's own is taken as given
+    assert data_build.data_root(load_config("alexnet_base", {"DATA.ROOT": str(tmp_path / "mine")})) == \
+        str(tmp_path / "mine")
+
+
+def test_a_missing_file_names_every_place_looked_at(tmp_path, monkeypatch):
+    old, new, h_old, h_new = _layouts(tmp_path, monkeypatch)
+    with pytest.raises(DatasetError, match=rf"CIFAR-10.*not found; looked at {old} and {new}.*data_links\.md"):
+        data_build.data_root(load_config("alexnet_base", {"DATA.ROOT": str(old)}))
+    config = load_config("resnet18_medium_imagenet", {"DATA.ROOT": str(h_new)})
+    with pytest.raises(DatasetError, match=rf"MediumImageNet HDF5 file not found; looked at {h_old} and {h_new}"):
+        data_build.data_root(config)
+    h_old.parent.mkdir(parents=True)
+    h_old.write_bytes(b"")
+    assert data_build.data_root(config) == str(h_old)
+
+
+def test_shipped_configs_name_the_course_layouts():
+    assert load_config("alexnet_base").DATA.ROOT in data_build.COURSE_ROOTS["cifar10"]
+    assert load_config("resnet18_base").DATA.ROOT in data_build.COURSE_ROOTS["cifar10"]
+    assert load_config("lenet_base").DATA.ROOT in data_build.COURSE_ROOTS["cifar10"]
+    assert load_config("resnet18_medium_imagenet").DATA.ROOT in data_build.COURSE_ROOTS["medium_imagenet"]
