@@ -370,10 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Every row, the optional time to accuracy, and what they ran on."""
-    device = default_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    device = default_device()  # models are placed by prepare_model, which sets the CUDA backend flags
     split, source = cifar_train(args)
     whole = args.steps == 0
     load_before = os.getloadavg()

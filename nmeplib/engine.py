@@ -8,8 +8,6 @@ the CPU otherwise; nothing here names a device.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,8 +24,8 @@ from .data import DatasetError, build_loader
 from .models import build_model_from_config
 from .models.summary import input_size_error
 from .optim import Schedule, build_optimizer
-from .runtime import (barrier, default_device, peak_memory_mb, rank_and_world, reset_peak_memory, seed_everything,
-                      synchronize)
+from .runtime import (barrier, default_device, peak_memory_mb, place_model, progress, rank_and_world, reset_peak_memory,
+                      seed_everything, synchronize)
 from .tracking import Tracker, read_metrics
 
 LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)
@@ -38,28 +36,6 @@ DIVERGED = 10  # an epoch whose mean training loss exceeds this many times ln(cl
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN, infinite, or far above an untrained model's; the last good checkpoint is kept."""
-
-
-def in_notebook() -> bool:
-    """True in a JupyterLab kernel; False in a terminal, pytest, and headless runs.
-
-    papermill and nbval execute cells with ``allow_stdin`` off, a front end with it on, so
-    headless runs keep their saved notebooks and logs free of progress widgets.
-    """
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    kernel = getattr(shell, "kernel", None)
-    return type(shell).__name__ == "ZMQInteractiveShell" and bool(getattr(kernel, "_allow_stdin", True))
-
-
-def progress(iterable: Iterable, desc: str, total: int | None = None):
-    """A tqdm bar in a terminal or JupyterLab (a widget); none in logs and headless notebook runs,
-    where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it everywhere."""
-    from tqdm.auto import tqdm
-
-    interactive = in_notebook() or sys.stderr.isatty()
-    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive or rank_and_world()[0] != 0
-    return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True)
 
 
 def _autocast(device: torch.device):
@@ -174,16 +150,10 @@ def check_img_size(model: nn.Module, config: Config) -> None:
 
 
 def prepare_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
-    """The config's model on ``device``, checked against ``DATA.IMG_SIZE``; on CUDA in channels_last
-    with cuDNN autotuning and TF32 matmuls (bf16 autocast is in :func:`run_epoch`)."""
+    """The config's model on ``device`` (see ``runtime.place_model``), checked against ``DATA.IMG_SIZE``."""
     model = build_model_from_config(config, num_classes)
     check_img_size(model, config)
-    model = model.to(device)
-    if device.type == "cuda":  # the one place that sets how CUDA runs the model
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return place_model(model, device)
 
 
 def num_classes_for(config: Config, train_info, *others) -> int:

@@ -15,15 +15,10 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 import numpy as np
 
-
-def _in_kernel() -> bool:
-    """Whether we run inside an IPython kernel (Jupyter, Colab), without importing IPython."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and hasattr(shell, "kernel")
+from .runtime import in_kernel
 
 
-if (not _in_kernel() and not os.environ.get("MPLBACKEND") and sys.platform.startswith("linux")
+if (not in_kernel() and not os.environ.get("MPLBACKEND") and sys.platform.startswith("linux")
         and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
     matplotlib.use("Agg")
 
@@ -179,7 +174,7 @@ class LivePlot:
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         self.rows.append(dict(row))
-        if not _in_kernel():
+        if not in_kernel():
             return
         from IPython.display import display
 
@@ -218,7 +213,7 @@ class LiveThroughput:
         from .throughput import format_row
 
         self.rows.append(dict(row))
-        if not _in_kernel():
+        if not in_kernel():
             if self.printer is not None:
                 if len(self.rows) == 1:
                     self.printer(format_row())

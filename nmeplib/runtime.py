@@ -6,6 +6,7 @@ import os
 import random
 import resource
 import sys
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -16,6 +17,17 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device`` as training runs it: on CUDA in channels_last, with cuDNN autotuning
+    and TF32 matmuls (bf16 autocast is the engine's). The one place these settings are made."""
+    model = model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -110,3 +122,33 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def in_kernel() -> bool:
+    """Whether this runs inside an IPython kernel (JupyterLab, papermill, nbval), without importing IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def in_notebook() -> bool:
+    """True in a JupyterLab kernel that a person watches; False in a terminal, pytest, and headless runs.
+
+    papermill and nbval execute cells with ``allow_stdin`` off, a front end with it on, so
+    headless runs keep their saved notebooks and logs free of progress widgets.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    kernel = getattr(shell, "kernel", None)
+    return type(shell).__name__ == "ZMQInteractiveShell" and bool(getattr(kernel, "_allow_stdin", True))
+
+
+def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, **kwargs):
+    """A tqdm bar in a terminal or JupyterLab (a widget); none in logs, headless notebook runs and
+    ranks other than 0, where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it everywhere."""
+    from tqdm.auto import tqdm
+
+    interactive = in_notebook() or sys.stderr.isatty()
+    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive or rank_and_world()[0] != 0
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True,
+                **kwargs)

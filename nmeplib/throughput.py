@@ -25,7 +25,7 @@ from .config import load_config
 from .engine import prepare_model, run_epoch
 from .models.summary import input_size_error
 from .optim import build_optimizer
-from .runtime import default_device, peak_memory_mb, release_memory, reset_peak_memory
+from .runtime import default_device, peak_memory_mb, place_model, release_memory, reset_peak_memory
 
 CPU_MAX_BATCH_SIZE = 256     # max_batch_size=None on the CPU, where running out of memory is no signal
 CUDA_MAX_BATCH_SIZE = 2**16  # safety cap for max_batch_size=None on CUDA
@@ -124,10 +124,7 @@ def iter_throughput(model_or_name: nn.Module | str, *, img_size: int, num_classe
         problem = input_size_error(model, img_size)
         if problem:
             raise ValueError(problem)
-        model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        model = place_model(model, device)
     initial = {key: value.detach().clone() for key, value in model.state_dict().items()}
     if batch_sizes is None:
         limit = max_batch_size or (CUDA_MAX_BATCH_SIZE if device.type == "cuda" else CPU_MAX_BATCH_SIZE)

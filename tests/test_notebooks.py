@@ -14,6 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from nmeplib.workbook.settings import runs_root
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -178,7 +180,7 @@ def test_papermill_run_of_alexnet_notebook(tmp_path, where):
         run_dir = Path(output_dir)
     else:  # a relative output_dir counts from the repository root wherever papermill runs
         cwd, name = NOTEBOOK_DIR, f"test-notebooks-{uuid.uuid4().hex[:8]}"
-        output_dir, run_dir = f"runs/{name}", ROOT / "runs" / "smoke" / name
+        output_dir, run_dir = f"runs/{name}", runs_root() / "smoke" / name
     try:
         result = papermill(cwd, output_dir, tmp_path / "out.ipynb")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -133,7 +133,7 @@ def test_live_throughput_in_a_kernel_updates_one_table_and_one_plot(monkeypatch)
         shown.append(Handle(obj))
         return shown[-1]
 
-    monkeypatch.setattr(plots, "_in_kernel", lambda: True)
+    monkeypatch.setattr(plots, "in_kernel", lambda: True)
     monkeypatch.setattr(display_module, "display", display)
     before = plt.get_fignums()
     live = LiveThroughput(title="lenet")

@@ -89,19 +89,28 @@ def repo_root() -> Path:
     return cwd
 
 
-def output_path(path: str | os.PathLike, smoke: bool = False) -> Path:
-    """An absolute output folder: relative paths count from :func:`repo_root`.
+def runs_root() -> Path:
+    """Where relative ``runs/...`` folders go: ``$NMEPLIB_RUNS`` when set (the test suite sets a
+    temporary one), else the checkout's ``runs/``."""
+    env = os.environ.get("NMEPLIB_RUNS")
+    return Path(env).expanduser() if env else repo_root() / "runs"
 
-    In smoke mode a relative path goes under ``runs/smoke/`` (``runs/04_alexnet`` becomes
-    ``runs/smoke/04_alexnet``), so smoke runs never mix with, or resume, real ones.
+
+def output_path(path: str | os.PathLike, smoke: bool = False) -> Path:
+    """An absolute output folder: ``runs/x`` is ``runs_root()/x``, other relative paths count from
+    :func:`repo_root`.
+
+    In smoke mode a relative path goes under ``smoke/`` of the runs folder (``runs/04_alexnet``
+    becomes ``runs/smoke/04_alexnet``), so smoke runs never mix with, or resume, real ones.
     """
     path = Path(path).expanduser()
     if path.is_absolute():
         return path
+    in_runs = path.parts[:1] == ("runs",)
+    rest = Path(*path.parts[1:]) if in_runs else path
     if smoke:
-        parts = path.parts[1:] if path.parts[:1] == ("runs",) else path.parts
-        return repo_root() / "runs" / "smoke" / Path(*parts)
-    return repo_root() / path
+        return runs_root() / "smoke" / rest
+    return runs_root() / rest if in_runs else repo_root() / path
 
 
 # ----------------------------------------------------------------------------- configs
