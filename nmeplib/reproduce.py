@@ -74,8 +74,9 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 # 07 depends on the file: ~2,300 img/s (ResNet18 at 96 px, 9x the pixels of 32 px).
 H100_ESTIMATE_S = {"03_training": 75, "05_sweeps": 560, "06_resnet": 110}
 KAGGLE_IMG_PER_S = 2300
-# Smoke mode on a 2-core CPU (measured on the development machine): kernel start included.
-SMOKE_ESTIMATE_S = {"03_training": 25, "05_sweeps": 60, "06_resnet": 25, "07_kaggle": 30}
+# Smoke mode on a 2-core CPU, kernel start included: measured on the development machine while
+# other jobs shared it (load average 3-8); an idle machine takes about half.
+SMOKE_ESTIMATE_S = {"03_training": 75, "05_sweeps": 130, "06_resnet": 120, "07_kaggle": 85}
 GPU_BUDGET_S = 15 * 60
 
 
@@ -354,7 +355,7 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
                 status, note = "failed", f"see {folder / step['notebook']}"
             else:
                 _write_json(folder / RESULTS, {"experiment": name, "smoke": smoke, "machine": manifest["machine"],
-                                               **collect_results(folder)})
+                                               "parameters": step["parameters"], **collect_results(folder)})
                 manifest.update(state="finished", elapsed_s=round(time.monotonic() - began, 1),
                                 finished=_dt.datetime.now(_dt.timezone.utc).isoformat())
                 _write_json(folder / MANIFEST, manifest)

@@ -70,13 +70,15 @@ def load_results(out_dir: str | os.PathLike) -> dict[str, dict]:
 
 def _provenance(result: Mapping[str, Any], epochs: str) -> str:
     m = result.get("machine", {})
-    line = (f"{result['experiment']} via `python -m nmeplib reproduce`, {m.get('device', '?')}, "
+    given = {k: v for k, v in (result.get("parameters") or {}).items()
+             if k not in ("output_dir", "alexnet_dir", "data_root", "smoke")}
+    settings = f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""
+    line = (f"{result['experiment']}{settings} via `python -m nmeplib reproduce`, {m.get('device', '?')}, "
             f"torch {m.get('torch', '?')}, {m.get('date', '?')}; {epochs}")
     if result.get("smoke"):
         line += "; SMOKE MODE: bundled digits stand in for the data, numbers say nothing about the targets"
-    elif "cuda" not in str(m.get("torch", "")) or str(m.get("device", "")).startswith("CPU"):
-        if str(m.get("device", "")).startswith("CPU"):
-            line += "; CPU run, short: not the course-scale figures"
+    elif str(m.get("device", "")).startswith("CPU"):
+        line += "; a short CPU run, not the course-scale figures"
     return line
 
 
@@ -181,7 +183,7 @@ def region_training(results, figures: Path) -> tuple[str, list[Path]] | None:
         return None
     rows = []
     for name, run in runs.items():
-        last = run["history"][-1] if run["history"] else {}
+        last = run["history"][-1] if run.get("history") else {}
         rows.append([{"lenet": "LeNet (sigmoid)", "alexnet": f"AlexNet ({run['settings']['img_size']} px)"}[name],
                      run["epochs"], _pct(last.get("train_acc")), _pct(run["final_val_acc"]),
                      f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", _num(last.get("train_loss"), 3),
@@ -189,7 +191,7 @@ def region_training(results, figures: Path) -> tuple[str, list[Path]] | None:
                      _num(_mean_speed(run), 0)])
     stamp = _provenance(result, _epochs(runs.values()))
     fig = _figure(figures / "training.png", stamp,
-                  _curves({k: v["history"] for k, v in runs.items()}, ("both_acc", "both_loss"), "LeNet vs AlexNet"))
+                  _curves({k: v.get("history", []) for k, v in runs.items()}, ("both_acc", "both_loss"), "LeNet vs AlexNet"))
     text = (f"*{stamp}.*\n\n"
             + _table(["model", "epochs", "final train acc", "final val acc", "best val acc", "train loss", "val loss",
                       "train time per epoch", "train img/s"], rows)
@@ -211,6 +213,8 @@ def _sweep_region(results, figures: Path, sweep: str, key: str | None, label: st
     rows = []
     for row, run in members:
         value = row.get(key) if key else row["name"]
+        if key == "TRAIN.LR":
+            value = f"{float(value):g}"
         cells = [f"`{value}`" if key is None or key == "DATA.AUGMENT" else value, _pct(row.get("best_val_acc")),
                  _pct(row.get("final_val_acc")), row.get("best_epoch", "–"),
                  f"{_num(row.get('time_per_epoch_s'))} s"]
@@ -289,14 +293,14 @@ def region_resnet(results, figures):
         return None
     rows = [["ResNet18", run["epochs"], f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})",
              _pct(run["final_val_acc"]), f"{_num(run['train_time_s'])} s", _num(_mean_speed(run), 0)]]
-    histories = {"ResNet18": run["history"]}
+    histories = {"ResNet18": run.get("history", [])}
     alexnet = results.get("03_training", {}).get("runs", {}).get("runs/alexnet")
     if alexnet:
         rows.append(["AlexNet (03, 4.2)", alexnet["epochs"],
                      f"{_pct(alexnet['best_val_acc'])} (epoch {alexnet['best_epoch']})",
                      _pct(alexnet["final_val_acc"]), f"{_num(alexnet['train_time_s'])} s",
                      _num(_mean_speed(alexnet), 0)])
-        histories["AlexNet"] = alexnet["history"]
+        histories["AlexNet"] = alexnet.get("history", [])
     stamp = _provenance(result, _epochs([run]))
     fig = _figure(figures / "resnet.png", stamp, _curves(histories, ("both_acc", "both_loss"), "ResNet18 vs AlexNet"))
     text = (f"*{stamp}.*\n\n" + _table(["model", "epochs", "best val acc", "final val acc", "training time",
@@ -345,7 +349,7 @@ def region_kaggle(results, figures):
     stamp = _provenance(result, _epochs([run]))
     rows = [["ResNet18", run["settings"]["img_size"], run["epochs"], run.get("num_classes", "–"),
              f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", f"{_num(run['train_time_s'])} s"]]
-    fig = _figure(figures / "kaggle.png", stamp, _curves({"ResNet18": run["history"]}, ("both_acc", "both_loss"),
+    fig = _figure(figures / "kaggle.png", stamp, _curves({"ResNet18": run.get("history", [])}, ("both_acc", "both_loss"),
                                                           "ResNet18 on MediumImageNet"))
     text = (f"*{stamp}.*\n\n" + _table(["model", "px", "epochs", "classes", "best val acc", "training time"], rows)
             + "\n\nThe test accuracy is Kaggle's to measure (the labels are hidden); expect it near the validation "
