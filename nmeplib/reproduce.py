@@ -294,6 +294,12 @@ def collect_results(folder: str | os.PathLike) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- running
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
@@ -326,6 +332,8 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
         os.environ["NMEPLIB_SMOKE"] = "1"
     total_estimate = sum(s["estimate_s"] for s in steps if states[s["name"]] in ("new", "interrupted"))
     basis = "smoke mode on a 2-core CPU" if smoke else "an estimate for one H100 from the 2026-11-27 H100 figures"
+    if not smoke and not _has_gpu():
+        basis += "; this machine has no GPU, so expect far longer"
     print(f"reproduce: {len(steps)} experiment(s) into {out}; about {_clock(total_estimate)} to run "
           f"({basis})", file=stream, flush=True)
     start = time.monotonic()
