@@ -98,13 +98,13 @@ def _evaluate(checkpoint: Path | None, overrides: list[str]) -> None:
 def _throughput(args: argparse.Namespace, overrides: list[str]) -> int:
     """``train --throughput``: the old ``THROUGHPUT_MODE``, as the ``throughput`` command for the
     config's model, image size, optimizer and classes, up to its batch size."""
-    from .config import DATASET_CLASSES
+    from .data.build import model_classes
     from .throughput import main as throughput
 
     if not args.config:
         raise ConfigError("--throughput needs --config (or --cfg): the model and sizes to measure")
     config = load_config(args.config, overrides)
-    classes = config.MODEL.NUM_CLASSES or DATASET_CLASSES.get(config.DATA.DATASET, 200)
+    classes = model_classes(config)
     return throughput(["--model", config.MODEL.NAME, "--img-size", str(config.DATA.IMG_SIZE),
                        "--num-classes", str(classes), "--max-batch-size", str(config.DATA.BATCH_SIZE),
                        "--optimizer", config.TRAIN.OPTIMIZER])
@@ -125,10 +125,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _summary(args: argparse.Namespace) -> None:
     from .models import build_model_from_config, format_summary, model_summary
+    from .data.build import model_classes
     from .engine import check_img_size
 
     config = load_config(args.config, args.set)
-    num_classes = config.MODEL.NUM_CLASSES or (10 if config.DATA.DATASET != "medium_imagenet" else 200)
+    num_classes = model_classes(config)
     model = build_model_from_config(config, num_classes)
     size = config.DATA.IMG_SIZE
     check_img_size(model, config)

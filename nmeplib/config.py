@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -70,18 +71,22 @@ DEFAULTS: dict[str, Any] = {
     "OUTPUT": "runs/default",
 }
 
-CHOICES: dict[str, tuple] = {
-    "DATA.DATASET": ("cifar10", "medium_imagenet", "digits"),
-    "MODEL.NAME": ("lenet", "alexnet", "resnet18"),
-    "MODEL.ACTIVATION": ("default", "relu", "leaky_relu", "gelu", "silu", "sigmoid"),
-    "TRAIN.OPTIMIZER": ("adamw", "adam", "sgd", "rmsprop"),
-    "TRAIN.SCHEDULER": ("cosine", "constant", "step", "plateau"),
-    "WANDB.MODE": ("", "online", "offline", "disabled"),
-}
+
+
+@functools.cache
+def choices() -> dict[str, tuple]:
+    """The allowed values of keys with a fixed set, read from the modules that implement them,
+    so adding a model, optimizer or scheduler is one edit there."""
+    from .data.build import DATASETS
+    from .models.build import ACTIVATION_NAMES, MODEL_NAMES
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .tracking import MODES
+    return {"DATA.DATASET": tuple(DATASETS), "MODEL.NAME": MODEL_NAMES, "MODEL.ACTIVATION": ACTIVATION_NAMES,
+            "TRAIN.OPTIMIZER": tuple(OPTIMIZERS), "TRAIN.SCHEDULER": SCHEDULERS, "WANDB.MODE": ("", *MODES)}
+
+
 # Keys whose default is None and the type they take when set.
 OPTIONAL_TYPES: dict[str, type] = {"MODEL.NUM_CLASSES": int, "MODEL.DROPOUT": float}
-# Datasets with a fixed number of classes (MediumImageNet's comes from its file).
-DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "digits": 10}
 POSITIVE = ("DATA.IMG_SIZE", "DATA.BATCH_SIZE", "TRAIN.EPOCHS", "TRAIN.DECAY_EPOCHS", "MODEL.NUM_CLASSES")
 NON_NEGATIVE = ("DATA.NUM_WORKERS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WARMUP_LR", "TRAIN.LR", "TRAIN.MIN_LR",
                 "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
@@ -172,8 +177,9 @@ def _coerce(key: str, value: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{key} must be {kind.__name__}{' or None' if key in OPTIONAL_TYPES else ''}, "
                           f"got {value!r}") from None
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{key} must be one of {', '.join(repr(c) for c in CHOICES[key])}, got {value!r}")
+    allowed = choices().get(key)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(repr(c) for c in allowed)}, got {value!r}")
     if value is not None and key in POSITIVE and value <= 0:
         raise ConfigError(f"{key} must be positive, got {value!r}")
     if value is not None and key in NON_NEGATIVE and value < 0:
@@ -261,7 +267,8 @@ def check(config: Config) -> None:
         parse_augment(config.DATA.AUGMENT)
     except ValueError as err:
         raise ConfigError(f"DATA.AUGMENT: {err}") from None
-    known = DATASET_CLASSES.get(config.DATA.DATASET)
+    from .data.build import DATASETS
+    known = DATASETS[config.DATA.DATASET]
     wanted = config.MODEL.NUM_CLASSES
     if known is not None and wanted is not None and wanted > known:
         warnings.warn(f"MODEL.NUM_CLASSES={wanted} but {config.DATA.DATASET} has {known} classes: "

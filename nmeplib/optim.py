@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -20,13 +21,18 @@ def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optim
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": t.WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
-    if t.OPTIMIZER == "adamw":
-        return torch.optim.AdamW(groups, lr=t.LR, fused=True)
-    if t.OPTIMIZER == "adam":
-        return torch.optim.Adam(groups, lr=t.LR, fused=True)
-    if t.OPTIMIZER == "sgd":
-        return torch.optim.SGD(groups, lr=t.LR, momentum=t.MOMENTUM, nesterov=t.MOMENTUM > 0, fused=True)
-    return torch.optim.RMSprop(groups, lr=t.LR, momentum=t.MOMENTUM)
+    return OPTIMIZERS[t.OPTIMIZER](groups, t)
+
+
+# TRAIN.OPTIMIZER -> the optimizer over parameter groups, from TRAIN.*
+OPTIMIZERS: dict[str, Callable[[list, Config], torch.optim.Optimizer]] = {
+    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.LR, fused=True),
+    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.LR, fused=True),
+    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.LR, momentum=t.MOMENTUM, nesterov=t.MOMENTUM > 0,
+                                             fused=True),
+    "rmsprop": lambda groups, t: torch.optim.RMSprop(groups, lr=t.LR, momentum=t.MOMENTUM),
+}
+SCHEDULERS = ("cosine", "constant", "step", "plateau")  # TRAIN.SCHEDULER, see Schedule
 
 
 class Schedule:

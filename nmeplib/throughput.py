@@ -24,7 +24,7 @@ from torch import nn
 from .config import load_config
 from .engine import prepare_model, run_epoch
 from .models.summary import input_size_error
-from .optim import build_optimizer
+from .optim import OPTIMIZERS, build_optimizer
 from .runtime import default_device, peak_memory_mb, place_model, release_memory, reset_peak_memory
 
 CPU_MAX_BATCH_SIZE = 256     # max_batch_size=None on the CPU, where running out of memory is no signal
@@ -212,7 +212,7 @@ def format_row(row: dict | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line: measure one model, printing each row as it is measured (optionally save them as JSON/CSV)."""
     from .models import MODEL_NAMES
-    from .sweeps import save_table
+    from .tables import save_table
 
     parser = argparse.ArgumentParser(prog="python -m nmeplib throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet", choices=MODEL_NAMES)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int,
                         help=f"largest batch size tried; default: until out of memory (at most {CUDA_MAX_BATCH_SIZE}; "
                              f"CPU: {CPU_MAX_BATCH_SIZE})")
-    parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd", "rmsprop"))
+    parser.add_argument("--optimizer", default="adamw", choices=tuple(OPTIMIZERS))
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per batch size (at most)")
     parser.add_argument("--timed-steps", type=int, default=5, help="timed steps per batch size (at most)")
     parser.add_argument("--seconds-per-size", type=float, default=SECONDS_PER_SIZE,

@@ -18,7 +18,15 @@ from .loaders import StreamLoader, TensorLoader
 SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # MediumImageNet is drawn from ImageNet
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# DATA.DATASET -> its number of classes (None: from the file); build_dataset reads each.
+DATASETS: dict[str, int | None] = {"cifar10": 10, "medium_imagenet": None, "digits": 10}
 DEFAULT_ROOTS = {"cifar10": "data/cifar10", "digits": ""}
+MEDIUM_IMAGENET_CLASSES = 200
+
+
+def model_classes(config: Config) -> int:
+    """The class count a config's model has, known before any data is read (MediumImageNet: 200)."""
+    return config.MODEL.NUM_CLASSES or DATASETS[config.DATA.DATASET] or MEDIUM_IMAGENET_CLASSES
 # The course server's data in its two layouts (earlier terms, later terms). The shipped configs
 # name the first; a DATA.ROOT that is one of these and missing is looked for at the others, so
 # the configs work on either server without edits (data_links.md).
@@ -158,7 +166,7 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
         loader = TensorLoader(dataset.images, dataset.labels, config.DATA.BATCH_SIZE, aug, shuffle=shuffle,
                               drop_last=train, seed=config.SEED, device=device, rank=rank, world_size=world)
     else:
-        from .hdf5 import HDF5Blocks
+        from .stream import HDF5Blocks
         blocks = HDF5Blocks(dataset.path, split, config.DATA.BATCH_SIZE, shuffle=shuffle, seed=config.SEED,
                             rank=rank, world_size=world, drop_last=train)
         loader = StreamLoader(blocks, aug, num_workers=config.DATA.NUM_WORKERS, seed=config.SEED, device=device)
