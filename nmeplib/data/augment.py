@@ -8,15 +8,17 @@ are torchvision's policies, applied image by image because each image draws its 
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 BATCHED = ("crop", "flip", "jitter", "erase")
+# torchvision's per-image policies, built on first use (importing torchvision takes seconds)
 POLICIES = {
-    "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
-    "randaugment": v2.RandAugment,
-    "trivialaugment": v2.TrivialAugmentWide,
+    "autoaugment": lambda v2: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    "randaugment": lambda v2: v2.RandAugment(),
+    "trivialaugment": lambda v2: v2.TrivialAugmentWide(),
 }
 ALIASES = {"none": (), "course": ("jitter", "flip"), "standard": ("crop", "flip")}
 JITTER = 0.4          # brightness, contrast and saturation factors drawn from [1-J, 1+J]
@@ -121,7 +123,7 @@ class Augment:
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         policy = next((p for p in self.parts if p in POLICIES), None)
-        self.policy = POLICIES[policy]() if policy else None
+        self.policy = POLICIES[policy](importlib.import_module("torchvision.transforms.v2")) if policy else None
         self._on_device: dict = {}
 
     def _normalise(self, x: torch.Tensor, top: float) -> torch.Tensor:
