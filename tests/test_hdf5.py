@@ -14,10 +14,11 @@ from nmeplib.checkpoint import OutputError
 from nmeplib.data import workers
 from nmeplib.data.augment import Augment
 from nmeplib.data.common import DatasetError
-from nmeplib.data.hdf5 import (SPLITS, HDF5Blocks, default_class_names, inspect_hdf5,
-                               load_split, read_class_names, read_labels, write_hdf5)
+from nmeplib.data.hdf5 import (CLASS_NAMES_KEY, SPLITS, default_class_names, images_key, inspect_hdf5, labels_key,
+                               load_split, read_labels, write_hdf5)
 from nmeplib.data.loaders import StreamLoader
 from nmeplib.data.make_hdf5 import build_from_folder, main
+from nmeplib.data.stream import HDF5Blocks
 
 SIZES = {"train": 37, "val": 13, "test": 11}
 
@@ -72,7 +73,11 @@ def test_inspect_and_load_all_splits(h5):
         assert np.array_equal(labels.numpy(), expected)
         assert torch.equal(read_labels(path, split), labels)
     with h5py.File(path) as f:
-        assert f["images-train"].chunks == (4, 3, 8, 8)
+        assert f[images_key("train")].chunks == (4, 3, 8, 8)
+
+
+def read_class_names(path, explicit=None) -> list[str]:
+    return inspect_hdf5(path, explicit)["class_names"]
 
 
 def test_class_name_resolution_order(tmp_path):
@@ -88,9 +93,9 @@ def test_class_name_resolution_order(tmp_path):
         read_class_names(path, tmp_path / "nope.txt")
 
     bare = write_hdf5(tmp_path / "sub" / "bare.h5", make_splits())
-    assert read_class_names(bare) is None
+    assert read_class_names(bare) == default_class_names(5)               # none: class_<i>
     with h5py.File(bare, "a") as f:
-        f["class_names"] = np.array([b"p", b"q", b"r", b"s", b"t"])
+        f[CLASS_NAMES_KEY] = np.array([b"p", b"q", b"r", b"s", b"t"])
     assert read_class_names(bare) == list("pqrst")                        # dataset in the file
 
 
@@ -102,15 +107,15 @@ def rewrite(path, key, value) -> None:
 
 
 BAD_FILES = {
-    "missing dataset": ("images-val", None, r"missing dataset\(s\) images-val;"),
-    "float images": ("images-train", np.zeros((37, 3, 8, 8), np.float32), r"uint8.*\(37, 3, 8, 8\)"),
-    "channels last": ("images-train", np.zeros((37, 8, 8, 3), np.uint8), r"\(37, 8, 8, 3\)"),
-    "not square": ("images-test", np.zeros((11, 3, 8, 6), np.uint8), r"images-test.*\(11, 3, 8, 6\)"),
-    "3-D images": ("images-val", np.zeros((13, 8, 8), np.uint8), r"\(13, 8, 8\)"),
-    "other size": ("images-val", np.zeros((13, 3, 6, 6), np.uint8), "6 px"),
-    "short labels": ("labels-val", np.zeros(12, np.int64), r"labels-val.*\(12,\).*13 images"),
-    "float labels": ("labels-train", np.zeros(37, np.float32), "labels-train must hold integers"),
-    "negative label": ("labels-val", np.full(13, -2), "negative label -2"),
+    "missing dataset": (images_key("val"), None, r"missing dataset\(s\) images-val;"),
+    "float images": (images_key("train"), np.zeros((37, 3, 8, 8), np.float32), r"uint8.*\(37, 3, 8, 8\)"),
+    "channels last": (images_key("train"), np.zeros((37, 8, 8, 3), np.uint8), r"\(37, 8, 8, 3\)"),
+    "not square": (images_key("test"), np.zeros((11, 3, 8, 6), np.uint8), r"images-test.*\(11, 3, 8, 6\)"),
+    "3-D images": (images_key("val"), np.zeros((13, 8, 8), np.uint8), r"\(13, 8, 8\)"),
+    "other size": (images_key("val"), np.zeros((13, 3, 6, 6), np.uint8), "6 px"),
+    "short labels": (labels_key("val"), np.zeros(12, np.int64), r"labels-val.*\(12,\).*13 images"),
+    "float labels": (labels_key("train"), np.zeros(37, np.float32), "labels-train must hold integers"),
+    "negative label": (labels_key("val"), np.full(13, -2), "negative label -2"),
 }
 
 
@@ -145,7 +150,7 @@ def test_truncated_file_is_one_line_error_naming_it(h5):
         assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
 
 
-def corrupt_chunk(path, key: str = "images-train", chunk: int = 2) -> None:
+def corrupt_chunk(path, key: str = images_key("train"), chunk: int = 2) -> None:
     """Store ``key`` gzip-compressed in chunks of 4 images and garble its compressed chunk ``chunk``."""
     with h5py.File(path, "a") as f:
         data = f[key][()]

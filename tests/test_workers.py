@@ -12,8 +12,9 @@ import torch
 from nmeplib.data import workers as workers_module
 from nmeplib.data.augment import Augment
 from nmeplib.data.common import DatasetError
-from nmeplib.data.hdf5 import HDF5Blocks, write_hdf5
+from nmeplib.data.hdf5 import write_hdf5
 from nmeplib.data.loaders import StreamLoader
+from nmeplib.data.stream import HDF5Blocks
 from nmeplib.data.workers import SlotWorkers, WorkerError
 
 

@@ -1,10 +1,10 @@
-"""MediumImageNet-style HDF5 files: checking, writing and streaming them.
+"""The MediumImageNet HDF5 format: checking, describing, writing and reading whole splits.
 
 A file holds ``images-{train,val,test}`` (uint8, N x 3 x H x W, H == W) and
 ``labels-{train,val}`` (integers). The test split has no labels; it reports -1.
-Training reads such files in contiguous, chunk-aligned blocks because random
-single-image reads from HDF5 are slow; shuffling happens across blocks and
-inside an in-memory buffer of blocks instead.
+Class names come from a text file (named, or ``class_names.txt`` beside the file),
+else the file's ``class_names`` attribute or dataset, else ``class_<i>``.
+Streaming a split in shuffled blocks for training is ``stream.HDF5Blocks``.
 """
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from ..checkpoint import OutputError
@@ -27,11 +25,10 @@ from .common import DatasetError
 SPLITS = ("train", "val", "test")
 LABELED = ("train", "val")
 CLASS_NAMES_FILE = "class_names.txt"
+CLASS_NAMES_KEY = "class_names"   # root attribute or dataset holding the names
 _LABEL_CHUNK = 65536
 _READ_BYTES = 64 * 2**20  # size of one read when loading a whole split
 _DAMAGED = "the file is damaged or incomplete: download or build it again (see data_links.md)"
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def images_key(split: str) -> str:
@@ -47,7 +44,7 @@ def default_class_names(n: int) -> list[str]:
     return [f"class_{i}" for i in range(n)]
 
 
-def _open(path: str | os.PathLike, **kwargs) -> h5py.File:
+def open_hdf5(path: str | os.PathLike, **kwargs) -> h5py.File:
     """Open read-only, turning a missing or non-HDF5 file into a DatasetError."""
     path = Path(path)
     if not path.exists():
@@ -62,7 +59,7 @@ def _open(path: str | os.PathLike, **kwargs) -> h5py.File:
         raise DatasetError(f"{path}: cannot be opened ({err}); {_DAMAGED}") from None
 
 
-def _rows(ds: h5py.Dataset, a: int, b: int, out: np.ndarray | None = None, at: int = 0) -> np.ndarray:
+def read_rows(ds: h5py.Dataset, a: int, b: int, out: np.ndarray | None = None, at: int = 0) -> np.ndarray:
     """``ds[a:b]``, or read into ``out[at:at + b - a]``; a failed read becomes a DatasetError."""
     try:
         if out is None:
@@ -74,12 +71,12 @@ def _rows(ds: h5py.Dataset, a: int, b: int, out: np.ndarray | None = None, at: i
                            f"{_DAMAGED}") from None
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
 
 
-def _schema(f: h5py.File, path: str | os.PathLike) -> tuple[int, dict[str, int]]:
+def schema(f: h5py.File, path: str | os.PathLike) -> tuple[int, dict[str, int]]:
     """Check the datasets' presence, types and shapes; return (img_size, samples per split)."""
     wanted = [images_key(s) for s in SPLITS] + [labels_key(s) for s in LABELED]
     missing = [k for k in wanted if not isinstance(f.get(k), h5py.Dataset)]
@@ -126,22 +123,11 @@ def _names_from_text(path: str | os.PathLike, explicit: str | os.PathLike | None
 
 def _names_from_file(f: h5py.File):
     """(names, source) from a root attribute or dataset ``class_names``; None if neither."""
-    if "class_names" in f.attrs:
-        return _decode(f.attrs["class_names"]), f"{f.filename} attribute class_names"
-    if isinstance(f.get("class_names"), h5py.Dataset):
-        return _decode(f["class_names"][()]), f"{f.filename} dataset class_names"
+    if CLASS_NAMES_KEY in f.attrs:
+        return _decode(f.attrs[CLASS_NAMES_KEY]), f"{f.filename} attribute {CLASS_NAMES_KEY}"
+    if isinstance(f.get(CLASS_NAMES_KEY), h5py.Dataset):
+        return _decode(f[CLASS_NAMES_KEY][()]), f"{f.filename} dataset {CLASS_NAMES_KEY}"
     return None
-
-
-def read_class_names(path: str | os.PathLike,
-                     explicit: str | os.PathLike | None = None) -> list[str] | None:
-    """Class names in index order: `explicit` file, class_names.txt beside `path`,
-    the file's ``class_names`` attribute or dataset, else None (see default_class_names)."""
-    found = _names_from_text(path, explicit)
-    if found is None:
-        with _open(path) as f:
-            found = _names_from_file(f)
-    return found[0] if found else None
 
 
 def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None = None) -> dict:
@@ -151,12 +137,12 @@ def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None 
     Without class names, num_classes is one more than the largest train/val label and
     the names are ``class_<i>``. Raises DatasetError naming the file and the problem.
     """
-    with _open(path) as f:
-        img_size, counts = _schema(f, path)
+    with open_hdf5(path) as f:
+        img_size, counts = schema(f, path)
         found = _names_from_text(path, class_names) or _names_from_file(f)
         top = -1
         for split in LABELED:
-            labels = _rows(f[labels_key(split)], 0, counts[split])
+            labels = read_rows(f[labels_key(split)], 0, counts[split])
             if labels.size and labels.min() < 0:
                 raise DatasetError(f"{path}: {labels_key(split)} has negative label {labels.min()}")
             top = max(top, int(labels.max()) if labels.size else -1)
@@ -198,11 +184,11 @@ class HDF5Writer:
             self._file.create_dataset(labels_key(split), (0,), np.int64,
                                       maxshape=(None,), chunks=(_LABEL_CHUNK,))
         if class_names is not None:
-            self._file.attrs["class_names"] = np.array(class_names, dtype=h5py.string_dtype())
+            self._file.attrs[CLASS_NAMES_KEY] = np.array(class_names, dtype=h5py.string_dtype())
 
     def append(self, split: str, images: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Add images (uint8 N x 3 x S x S) and, for train/val, their N integer labels."""
-        _check_split(split)
+        check_split(split)
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.shape[1:] != (3, self.img_size, self.img_size):
             raise ValueError(f"{split}: expected uint8 N x 3 x {self.img_size} x {self.img_size} "
@@ -258,26 +244,26 @@ def write_hdf5(path: str | os.PathLike,
     return Path(path)
 
 
-def _labels_or_missing(f: h5py.File, split: str, a: int, b: int) -> np.ndarray:
+def read_label_rows(f: h5py.File, split: str, a: int, b: int) -> np.ndarray:
     if split == "test":
         return np.full(b - a, -1, np.int64)
-    return _rows(f[labels_key(split)], a, b).astype(np.int64)
+    return read_rows(f[labels_key(split)], a, b).astype(np.int64)
 
 
 def read_labels(path: str | os.PathLike, split: str) -> torch.Tensor:
     """A split's int64 labels (-1 for test) without reading its images."""
-    _check_split(split)
-    with _open(path) as f:
-        _schema(f, path)
-        return torch.from_numpy(_labels_or_missing(f, split, 0, len(f[images_key(split)])))
+    check_split(split)
+    with open_hdf5(path) as f:
+        schema(f, path)
+        return torch.from_numpy(read_label_rows(f, split, 0, len(f[images_key(split)])))
 
 
 def load_split(path: str | os.PathLike, split: str,
                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Read a whole split into memory: (uint8 N x 3 x H x W, int64 labels, -1 for test)."""
-    _check_split(split)
-    with _open(path) as f:
-        _schema(f, path)
+    check_split(split)
+    with open_hdf5(path) as f:
+        schema(f, path)
         ds = f[images_key(split)]
         images = np.empty(ds.shape, np.uint8)
         step = max(1, _READ_BYTES // max(1, images[:1].nbytes))
@@ -286,160 +272,7 @@ def load_split(path: str | os.PathLike, split: str,
         with tqdm(total=len(ds), desc=f"loading {split}", unit="img", disable=not progress) as bar:
             for a in range(0, len(ds), step):
                 b = min(a + step, len(ds))
-                _rows(ds, a, b, images, a)
+                read_rows(ds, a, b, images, a)
                 bar.update(b - a)
-        labels = _labels_or_missing(f, split, 0, len(ds))
+        labels = read_label_rows(f, split, 0, len(ds))
     return torch.from_numpy(images), torch.from_numpy(labels)
-
-
-class HDF5Blocks(IterableDataset):
-    """Batches of one split, read as contiguous slices; use with ``DataLoader(batch_size=None)``.
-
-    Yields ``(images uint8 [B,3,H,W], labels int64 [B], index int64 [B])``, where index
-    is the position in the split and labels are -1 for test.
-
-    shuffle=True: each epoch the chunk-aligned blocks are permuted (seeded by seed and
-    epoch), each rank takes an equal share of the permuted stream (wrapping around to
-    pad unless drop_last) and each worker a run of whole batches of it; images are
-    shuffled inside a buffer of `buffer_blocks` blocks. Every rank yields len(self)
-    batches whatever the number of workers, so distributed ranks stay in step.
-
-    shuffle=False: file order. Rank r reads a contiguous shard (sizes differ by at most
-    one, nothing repeated) and worker w of W yields batches w, w+W, ..., which an
-    in-order DataLoader returns in file order.
-
-    The file is opened on first iteration in each process, never in __init__, so the
-    dataset pickles into worker processes without an HDF5 handle. Call set_epoch before
-    each epoch; persistent workers keep the epoch they were started with.
-    """
-
-    def __init__(self, path: str | os.PathLike, split: str, batch_size: int, *, shuffle: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                 block_size: int | None = None, buffer_blocks: int = 8, cache_mb: int = 64) -> None:
-        _check_split(split)
-        if batch_size < 1 or buffer_blocks < 1 or (block_size is not None and block_size < 1):
-            raise ValueError("batch_size, block_size and buffer_blocks must be positive")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-        with _open(path) as f:
-            self.img_size, counts = _schema(f, path)
-            chunks = f[images_key(split)].chunks
-        if block_size is None:
-            block_size = math.ceil(batch_size / chunks[0]) * chunks[0] if chunks else batch_size
-        self.path, self.split, self.batch_size, self.shuffle = str(path), split, batch_size, shuffle
-        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
-        self.block_size, self.buffer_blocks, self.cache_mb = block_size, buffer_blocks, cache_mb
-        self.num_samples = counts[split]
-        self.epoch = 0
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle the next iteration uses."""
-        self.epoch = int(epoch)
-
-    def _per_rank(self) -> int:
-        """Samples each rank reads per epoch (shuffle=True)."""
-        n, ws = self.num_samples, self.world_size
-        return n // ws if self.drop_last else math.ceil(n / ws)
-
-    def _shard(self) -> tuple[int, int]:
-        """This rank's contiguous range of the split (shuffle=False)."""
-        n, ws, r = self.num_samples, self.world_size, self.rank
-        return r * n // ws, (r + 1) * n // ws
-
-    def __len__(self) -> int:
-        if self.shuffle:
-            m = self._per_rank()
-        else:
-            lo, hi = self._shard()
-            m = hi - lo
-        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_file": None, "_pid": None}
-
-    def _handle(self) -> h5py.File:
-        """This process's file handle; a handle inherited through fork is not reused."""
-        if self._file is None or self._pid != os.getpid():
-            self._file = _open(self.path, rdcc_nbytes=self.cache_mb * 2**20, rdcc_nslots=10007)
-            self._pid = os.getpid()
-        return self._file
-
-    def close(self) -> None:
-        """Close this process's handle, if open."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file = self._pid = None
-
-    def __iter__(self) -> Iterator[Batch]:
-        info = get_worker_info()
-        return self.batches(*((info.id, info.num_workers) if info else (0, 1)))
-
-    def batches(self, worker: int, workers: int) -> Iterator[Batch]:
-        """The batches worker ``worker`` of ``workers`` yields (see the class docstring)."""
-        f = self._handle()
-        if self.shuffle:
-            return self._shuffled(f, worker, workers)
-        return self._in_order(f, worker, workers)
-
-    def _read(self, f: h5py.File, a: int, b: int) -> Batch:
-        images = _rows(f[images_key(self.split)], a, b)
-        return (torch.from_numpy(images), torch.from_numpy(_labels_or_missing(f, self.split, a, b)),
-                torch.arange(a, b, dtype=torch.int64))
-
-    def _in_order(self, f: h5py.File, worker: int, workers: int) -> Iterator[Batch]:
-        lo, hi = self._shard()
-        starts = range(lo, hi, self.batch_size)[: len(self)]
-        for a in starts[worker::workers]:
-            yield self._read(f, a, min(a + self.batch_size, hi))
-
-    def _ranges(self, worker: int, workers: int) -> Iterator[tuple[int, int]]:
-        """File slices this worker reads this epoch, in the order it reads them."""
-        n, size, bs = self.num_samples, self.block_size, self.batch_size
-        starts = np.arange(0, n, size)
-        starts = starts[np.random.default_rng([self.seed, self.epoch]).permutation(len(starts))]
-        lengths = np.minimum(starts + size, n) - starts
-        ends = np.cumsum(lengths)  # positions in the permuted stream where each block ends
-        m, batches = self._per_rank(), len(self)
-        p = self.rank * m + worker * batches // workers * bs
-        stop = self.rank * m + min((worker + 1) * batches // workers * bs, m)
-        while p < stop:  # positions past n wrap around: padding for equal ranks
-            k = int(np.searchsorted(ends, p % n, side="right"))
-            offset = p % n - (ends[k] - lengths[k])
-            take = int(min(lengths[k] - offset, stop - p))
-            yield int(starts[k] + offset), int(starts[k] + offset + take)
-            p += take
-
-    def _shuffled(self, f: h5py.File, worker: int, workers: int) -> Iterator[Batch]:
-        images = f[images_key(self.split)]
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, self.world_size,
-                                     worker, workers])
-        bs = self.batch_size
-        capacity = max(self.buffer_blocks * self.block_size, bs)  # drains leave < bs behind
-        buf = np.empty((capacity + self.block_size, *images.shape[1:]), np.uint8)
-        labels = np.empty(len(buf), np.int64)
-        index = np.empty(len(buf), np.int64)
-        fill = 0
-
-        def drain(final: bool) -> Iterator[Batch]:
-            nonlocal fill
-            order = rng.permutation(fill)
-            emit = fill if final else fill // bs * bs
-            for i in range(0, emit, bs):
-                sel = order[i:i + bs]
-                yield (torch.from_numpy(buf[sel]), torch.from_numpy(labels[sel]),
-                       torch.from_numpy(index[sel]))
-            rest = order[emit:]
-            buf[:len(rest)], labels[:len(rest)], index[:len(rest)] = buf[rest], labels[rest], index[rest]
-            fill = len(rest)
-
-        for a, b in self._ranges(worker, workers):
-            end = fill + b - a
-            _rows(images, a, b, buf, fill)
-            labels[fill:end] = _labels_or_missing(f, self.split, a, b)
-            index[fill:end] = np.arange(a, b)
-            fill = end
-            if fill >= capacity:
-                yield from drain(final=False)
-        yield from drain(final=True)
