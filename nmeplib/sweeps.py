@@ -8,8 +8,6 @@ interrupted sweep is finished by calling it again. Members run either in this pr
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 from pathlib import Path
@@ -19,18 +17,9 @@ from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
 from .engine import TrainingDiverged, fit
 from .tracking import read_metrics
-from .workbook.settings import PARAMETER_KEYS
+from .workbook import execute
 
-DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_alexnet.ipynb"
 RUNNERS = ("library", "papermill")
-# Config key -> the notebook parameter that papermill sets for it: the notebooks' own map
-# (workbook.settings.PARAMETER_KEYS) read backwards. A key whose parameter the notebook does not
-# declare goes into its ``overrides`` parameter; output_dir and epochs must be declared by name.
-NOTEBOOK_PARAMETERS: dict[str, str] = {key: name for name, key in PARAMETER_KEYS.items()}
-REQUIRED_NOTEBOOK_KEYS = ("TRAIN.EPOCHS", "OUTPUT")
-OVERRIDES_PARAMETER = "overrides"
-# Passed only when the notebook takes them (a resumed member also gets ``resume=True``).
-OPTIONAL_NOTEBOOK_KEYS = ("WANDB.GROUP", "WANDB.NAME")
 STATE_WORDS = {"done": "finished, skipped", "partial": "resuming", "new": "training"}
 RESULT_COLUMNS = ("best_val_acc", "final_val_acc", "best_epoch", "epochs", "time_per_epoch_s", "total_time_s",
                   "output", "status")
@@ -127,48 +116,6 @@ def _result_row(name: str, values: dict, folder: Path, status: str) -> dict:
             "status": status}
 
 
-def _notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[str, Any], config: Config,
-                         resume: bool) -> dict[str, Any]:
-    """papermill parameters for one member: each key by its named parameter where the notebook
-    declares one, the rest in its ``overrides`` parameter; ValueError names a key the notebook
-    cannot take (no named parameter and no ``overrides``)."""
-    takes_overrides = OVERRIDES_PARAMETER in declared
-    keys = dict.fromkeys([*overrides, *REQUIRED_NOTEBOOK_KEYS])
-    keys.update({key: None for key in OPTIONAL_NOTEBOOK_KEYS
-                 if NOTEBOOK_PARAMETERS[key] in declared or takes_overrides})
-    params: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    missing = []
-    for key in keys:
-        name = NOTEBOOK_PARAMETERS.get(key)
-        if name in declared:
-            params[name] = config.get_path(key)
-        elif takes_overrides and key not in REQUIRED_NOTEBOOK_KEYS:
-            extra[key] = config.get_path(key)
-        else:
-            missing.append(f"{key} ({name})" if name else key)
-    if missing:
-        raise ValueError(f"{notebook} declares no parameter for {', '.join(missing)}"
-                         f"{'' if takes_overrides else ' and no overrides parameter'}")
-    if extra:
-        params[OVERRIDES_PARAMETER] = extra
-    if resume and "resume" in declared:
-        params["resume"] = True
-    return params
-
-
-def _run_notebook(notebook: Path, folder: Path, parameters: dict) -> None:
-    import papermill as pm
-
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        pm.execute_notebook(str(notebook), str(folder / notebook.name), parameters=parameters, progress_bar=False)
-    except pm.PapermillExecutionError as err:
-        if err.ename == TrainingDiverged.__name__:
-            raise TrainingDiverged(err.evalue) from None
-        raise
-
-
 def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides] | Sequence[Overrides], *,
               output_root: str | os.PathLike, group: str | None = None, runner: str = "library",
               notebook: str | os.PathLike | None = None, resume: bool = True) -> list[dict]:
@@ -185,7 +132,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
     A member whose loss diverges gets status ``failed`` and an ``error``; the sweep goes on.
 
     ``runner="papermill"`` executes ``notebook`` (default ``notebooks/04_alexnet.ipynb``) per
-    member with the overrides as parameters (:data:`NOTEBOOK_PARAMETERS`), keeping the executed
+    member with the overrides as parameters (``workbook.execute``), keeping the executed
     copy in the member's folder. The notebook holds the base settings: of ``base`` only
     TRAIN.EPOCHS is passed on (and the overridden keys' values). It resumes only if it declares
     a ``resume`` parameter; otherwise an interrupted member starts again.
@@ -205,12 +152,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
         raise ValueError(f"sweep member names clash as folder names: {', '.join(named)}")
     declared: dict = {}
     if runner == "papermill":
-        import papermill as pm
-
-        notebook = Path(notebook) if notebook is not None else DEFAULT_NOTEBOOK
-        if not notebook.is_file():
-            raise FileNotFoundError(f"sweep notebook not found: {notebook}")
-        declared = pm.inspect_notebook(str(notebook))
+        notebook, declared = execute.declared_parameters(notebook)
     plan = []  # built first, so a bad override fails before any member trains
     for name, overrides in named.items():
         sweep_keys = {"OUTPUT": str(folders[name]), "WANDB.GROUP": group, "WANDB.NAME": name}
@@ -218,7 +160,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
         # A notebook member applies its own base settings: compare only what the sweep sets.
         keys = [*overrides, "TRAIN.EPOCHS"] if runner == "papermill" else None
         state = _state(folders[name], config, keys) if resume else "new"
-        params = (_notebook_parameters(notebook, declared, overrides, config, state == "partial")
+        params = (execute.notebook_parameters(notebook, declared, overrides, config, state == "partial")
                   if runner == "papermill" else None)
         plan.append((name, {key: config.get_path(key) for key in overrides}, config, state, params))
 
@@ -233,7 +175,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
             ckpt.clear_run(folder)  # a run of other settings, or resume=False: train this member afresh
         try:
             if runner == "papermill":
-                _run_notebook(notebook, folder, params)
+                execute.run_notebook(notebook, folder, params)
             else:
                 fit(config, resume=state == "partial")
         except TrainingDiverged as err:
@@ -243,88 +185,6 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
             continue
         results.append(_result_row(name, values, folder, "ran"))
     return results
-
-
-def _columns(rows: Iterable[Mapping]) -> list[str]:
-    return list(dict.fromkeys(key for row in rows for key in row))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
-    return str(value)
-
-
-class Table(str):
-    """A plain-text table that JupyterLab shows as an HTML table.
-
-    It is the aligned text itself (``print`` it, write it to a log, compare its lines), and its
-    ``repr`` is that text too, so a console shows the table, not a quoted string. As a cell's
-    last value (or through ``display``) a notebook front end gets ``text/html`` beside the
-    ``text/plain`` text; papermill stores both, nbval compares only the text.
-    """
-
-    def __new__(cls, text: str, rows: Sequence[Mapping[str, Any]] = (), columns: Sequence[str] = ()):
-        table = super().__new__(cls, text)
-        table.rows, table.columns = [dict(row) for row in rows], list(columns)
-        return table
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:
-        printer.text(str(self))
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        numeric = _numeric(self.rows, self.columns)
-        align = lambda right: ' style="text-align: right"' if right else ' style="text-align: left"'  # noqa: E731
-        head = "".join(f"<th{align(right)}>{escape(str(column))}</th>"
-                       for column, right in zip(self.columns, numeric))
-        body = "".join("<tr>" + "".join(f"<td{align(right)}>{escape(_cell(row.get(column)))}</td>"
-                                        for column, right in zip(self.columns, numeric)) + "</tr>"
-                       for row in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[bool]:
-    return [all(isinstance(row.get(column), (int, float, type(None))) for row in rows) for column in columns]
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Table:
-    """Rows as an aligned plain-text table (numbers right-aligned, 4 significant digits): a
-    :class:`Table`, a ``str`` that notebooks render as an HTML table."""
-    columns = list(columns) if columns is not None else _columns(rows)
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    numeric = _numeric(rows, columns)
-    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
-
-    def line(items: Sequence[str]) -> str:
-        return "  ".join(text.rjust(width) if right else text.ljust(width)
-                         for text, width, right in zip(items, widths, numeric)).rstrip()
-
-    text = "\n".join([line(columns), line(["-" * width for width in widths]), *map(line, cells)])
-    return Table(text, rows, columns)
-
-
-def save_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Write rows to ``path`` as CSV (``.csv``) or a JSON list (``.json``); returns the path."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise ValueError(f"save_table writes .csv or .json files, not {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".json":
-        path.write_text(json.dumps([dict(row) for row in rows], indent=2, default=str) + "\n")
-    else:
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=_columns(rows))
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
 
 
 def plot_sweep(results: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None,

@@ -89,7 +89,7 @@ def test_first_code_cell_holds_literal_parameters(path):
 
 def test_alexnet_notebook_exposes_every_knob():
     declared = parameters(read(NOTEBOOK_DIR / "04_alexnet.ipynb"))
-    from nmeplib.sweeps import NOTEBOOK_PARAMETERS, _notebook_parameters
+    from nmeplib.workbook.execute import NOTEBOOK_PARAMETERS, notebook_parameters
     from nmeplib.workbook.settings import PARAMETER_KEYS
 
     assert NOTEBOOK_PARAMETERS == {key: name for name, key in PARAMETER_KEYS.items()}  # one map, read backwards
@@ -99,7 +99,7 @@ def test_alexnet_notebook_exposes_every_knob():
     from nmeplib.config import VALID_KEYS, load_config
 
     config = load_config("alexnet_base")
-    params = _notebook_parameters(Path("04_alexnet.ipynb"), declared, dict.fromkeys(VALID_KEYS), config, False)
+    params = notebook_parameters(Path("04_alexnet.ipynb"), declared, dict.fromkeys(VALID_KEYS), config, False)
     named = {NOTEBOOK_PARAMETERS[key] for key in VALID_KEYS if NOTEBOOK_PARAMETERS.get(key) in declared}
     assert set(params) == named | {"overrides"}
     assert set(params["overrides"]) == {key for key in VALID_KEYS if NOTEBOOK_PARAMETERS.get(key) not in declared}

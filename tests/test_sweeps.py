@@ -1,7 +1,6 @@
-"""Sweeps on the bundled digits data: running, skipping finished members, resuming, papermill, tables."""
+"""Sweeps on the bundled digits data: running, skipping finished members, resuming, papermill."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
@@ -11,7 +10,8 @@ import pytest
 from nmeplib import sweeps
 from nmeplib.config import load_config
 from nmeplib.engine import TrainingDiverged
-from nmeplib.sweeps import format_table, grid, plot_sweep, run_sweep, safe_name, save_table
+from nmeplib.sweeps import grid, plot_sweep, run_sweep, safe_name
+from nmeplib.workbook import execute
 from nmeplib.tracking import read_metrics
 
 FAST = ["TRAIN.EPOCHS=1", "DATA.BATCH_SIZE=128"]
@@ -149,23 +149,6 @@ def test_papermill_runner_executes_the_notebook_per_member(tmp_path):
     assert config["WANDB"]["NAME"] == "lr=0.005"
 
 
-def test_format_and_save_table(tmp_path):
-    rows = [{"name": "lr=0.01", "best_val_acc": 97.123456, "epochs": 2, "status": "ran"},
-            {"name": "lr=0.1", "best_val_acc": None, "epochs": 10, "status": "failed", "error": "nan"}]
-    assert format_table(rows).splitlines() == [
-        "name     best_val_acc  epochs  status  error",
-        "-------  ------------  ------  ------  -----",
-        "lr=0.01         97.12       2  ran",
-        "lr=0.1                     10  failed  nan"]
-    assert format_table(rows, ["epochs"]).splitlines() == ["epochs", "------", "     2", "    10"]
-    with open(save_table(rows, tmp_path / "t.csv"), newline="") as f:
-        read = list(csv.DictReader(f))
-    assert read[0]["best_val_acc"] == "97.123456" and read[1]["error"] == "nan" and read[0]["error"] == ""
-    assert json.loads(save_table(rows, tmp_path / "out" / "t.json").read_text()) == rows
-    with pytest.raises(ValueError, match="csv or .json"):
-        save_table(rows, tmp_path / "t.txt")
-
-
 def test_plot_sweep(swept, tmp_path):
     import matplotlib.pyplot as plt
 
@@ -183,24 +166,12 @@ def test_papermill_parameters_pass_unnamed_keys_through_overrides(tmp_path):
     config = load_config("digits_lenet", [*FAST, f"OUTPUT={tmp_path / 'm'}", "WANDB.GROUP=g", "WANDB.NAME=m",
                                           "TRAIN.LR=0.005", "TRAIN.LABEL_SMOOTHING=0.1", "DATA.AUGMENT=flip"])
     declared = dict.fromkeys(["lr", "epochs", "output_dir", "overrides", "resume"])
-    params = sweeps._notebook_parameters(Path("nb.ipynb"), declared, member, config, resume=True)
+    params = execute.notebook_parameters(Path("nb.ipynb"), declared, member, config, resume=True)
     assert params == {"lr": 0.005, "epochs": 1, "output_dir": str(tmp_path / "m"), "resume": True,
                       "overrides": {"TRAIN.LABEL_SMOOTHING": 0.1, "DATA.AUGMENT": "flip", "WANDB.GROUP": "g",
                                     "WANDB.NAME": "m"}}
     # without an overrides parameter a key needs its named parameter; epochs and output_dir always do
     with pytest.raises(ValueError, match=r"TRAIN.LABEL_SMOOTHING \(label_smoothing\).*no overrides parameter"):
-        sweeps._notebook_parameters(Path("nb.ipynb"), {"lr": 1, "epochs": 1, "output_dir": 1}, member, config, False)
+        execute.notebook_parameters(Path("nb.ipynb"), {"lr": 1, "epochs": 1, "output_dir": 1}, member, config, False)
     with pytest.raises(ValueError, match=r"OUTPUT \(output_dir\)"):
-        sweeps._notebook_parameters(Path("nb.ipynb"), {"epochs": 1, "overrides": {}}, {}, base, False)
-
-
-def test_tables_render_as_html_and_stay_text():
-    rows = [{"name": "a<b", "acc": 97.123456}, {"name": "c", "acc": None}]
-    table = format_table(rows)
-    assert isinstance(table, str) and str(table) == repr(table) == table  # text in a console or a log
-    assert table.splitlines()[2].startswith("a<b") and table.splitlines()[2].endswith("97.12")
-    html = table._repr_html_()
-    assert html.startswith("<table>") and "<th" in html and "a&lt;b" in html and ">97.12</td>" in html
-    from IPython.lib.pretty import pretty
-
-    assert pretty(table) == str(table)  # IPython's text/plain: the table, not a quoted string
+        execute.notebook_parameters(Path("nb.ipynb"), {"epochs": 1, "overrides": {}}, {}, base, False)

@@ -24,7 +24,7 @@ SMOKE_ENV = "NMEPLIB_SMOKE"
 DEMO_HDF5 = "medium-imagenet-demo-{size}.hdf5"
 
 # Notebook parameter -> config key (see notebook_config), the one map between the two: the sweeps'
-# papermill runner reads it too (``sweeps.NOTEBOOK_PARAMETERS``). Any other key goes in ``overrides``.
+# papermill runner reads it too (``execute.NOTEBOOK_PARAMETERS``). Any other key goes in ``overrides``.
 PARAMETER_KEYS: dict[str, str] = {
     "model": "MODEL.NAME", "data_root": "DATA.ROOT", "epochs": "TRAIN.EPOCHS", "batch_size": "DATA.BATCH_SIZE",
     "lr": "TRAIN.LR", "img_size": "DATA.IMG_SIZE", "seed": "SEED", "output_dir": "OUTPUT",

@@ -1,0 +1,75 @@
+"""Sweep members run as notebooks: ``run_sweep(..., runner="papermill")`` executes a notebook
+(default ``notebooks/04_alexnet.ipynb``) once per member with papermill, its settings passed as
+the notebook's parameters (``settings.PARAMETER_KEYS``) or in its ``overrides`` parameter."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import Config
+from ..engine import TrainingDiverged
+from .settings import PARAMETER_KEYS
+
+DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04_alexnet.ipynb"
+# Config key -> the notebook parameter that papermill sets for it: the notebooks' own map
+# (settings.PARAMETER_KEYS) read backwards. A key whose parameter the notebook does not
+# declare goes into its ``overrides`` parameter; output_dir and epochs must be declared by name.
+NOTEBOOK_PARAMETERS: dict[str, str] = {key: name for name, key in PARAMETER_KEYS.items()}
+REQUIRED_NOTEBOOK_KEYS = ("TRAIN.EPOCHS", "OUTPUT")
+OVERRIDES_PARAMETER = "overrides"
+# Passed only when the notebook takes them (a resumed member also gets ``resume=True``).
+OPTIONAL_NOTEBOOK_KEYS = ("WANDB.GROUP", "WANDB.NAME")
+
+
+def declared_parameters(notebook: str | Path | None) -> tuple[Path, dict]:
+    """The notebook to run (``None``: :data:`DEFAULT_NOTEBOOK`) and the parameters it declares."""
+    import papermill as pm
+
+    notebook = Path(notebook) if notebook is not None else DEFAULT_NOTEBOOK
+    if not notebook.is_file():
+        raise FileNotFoundError(f"sweep notebook not found: {notebook}")
+    return notebook, pm.inspect_notebook(str(notebook))
+
+
+def notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[str, Any], config: Config,
+                         resume: bool) -> dict[str, Any]:
+    """papermill parameters for one member: each key by its named parameter where the notebook
+    declares one, the rest in its ``overrides`` parameter; ValueError names a key the notebook
+    cannot take (no named parameter and no ``overrides``)."""
+    takes_overrides = OVERRIDES_PARAMETER in declared
+    keys = dict.fromkeys([*overrides, *REQUIRED_NOTEBOOK_KEYS])
+    keys.update({key: None for key in OPTIONAL_NOTEBOOK_KEYS
+                 if NOTEBOOK_PARAMETERS[key] in declared or takes_overrides})
+    params: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    missing = []
+    for key in keys:
+        name = NOTEBOOK_PARAMETERS.get(key)
+        if name in declared:
+            params[name] = config.get_path(key)
+        elif takes_overrides and key not in REQUIRED_NOTEBOOK_KEYS:
+            extra[key] = config.get_path(key)
+        else:
+            missing.append(f"{key} ({name})" if name else key)
+    if missing:
+        raise ValueError(f"{notebook} declares no parameter for {', '.join(missing)}"
+                         f"{'' if takes_overrides else ' and no overrides parameter'}")
+    if extra:
+        params[OVERRIDES_PARAMETER] = extra
+    if resume and "resume" in declared:
+        params["resume"] = True
+    return params
+
+
+def run_notebook(notebook: Path, folder: Path, parameters: dict) -> None:
+    """Execute ``notebook`` with ``parameters``, keeping the executed copy in ``folder``; a member
+    whose loss diverged raises :class:`TrainingDiverged` here too, as ``fit`` does."""
+    import papermill as pm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(folder / notebook.name), parameters=parameters, progress_bar=False)
+    except pm.PapermillExecutionError as err:
+        if err.ename == TrainingDiverged.__name__:
+            raise TrainingDiverged(err.evalue) from None
+        raise
