@@ -81,24 +81,28 @@ def test_an_interrupted_experiment_resumes_its_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
-def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path):
-    """The command itself, in smoke mode, on the shortest experiment (06: ResNet18 on digits and
-    its prediction grid); the whole chain is the same code with more notebooks."""
+@pytest.mark.timeout(300)
+def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path, capsys):
+    """The command itself in smoke mode on its cheapest experiment (03: LeNet and AlexNet on
+    digits, one epoch each); the whole chain is the same code with more notebooks."""
     out = tmp_path / "results"
     env = {**os.environ, "NMEPLIB_SMOKE": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "nmeplib", "reproduce", str(out), "--smoke", "--only", "06_resnet"]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=220)
+    args = [str(out), "--smoke", "--only", "03", "--param", "epochs=1"]
+    first = subprocess.run([sys.executable, "-m", "nmeplib", "reproduce", *args], capture_output=True, text=True,
+                           cwd=ROOT, env=env, timeout=280)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "[1/1] 06_resnet (6.0, 6.1): finished in" in first.stdout and "elapsed" in first.stdout
-    folder = out / "06_resnet"
+    assert "[1/1] 03_training (4.2, 5.0, 5.1): finished in" in first.stdout and "elapsed" in first.stdout
+    folder = out / "03_training"
     manifest = json.loads((folder / rp.MANIFEST).read_text())
     assert manifest["state"] == "finished" and manifest["smoke"] is True and manifest["machine"]["torch"]
-    assert (folder / "06_resnet.ipynb").is_file() and (folder / "runs" / "predictions.png").is_file()
+    assert manifest["parameters"]["epochs"] == 1
+    assert (folder / "03_training.ipynb").is_file() and (folder / "runs" / "lenet_vs_alexnet.png").is_file()
     results = json.loads((folder / rp.RESULTS).read_text())
-    assert results["runs"]["runs"]["epochs"] == 1 and results["runs"]["runs"]["history"]
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
-    assert second.returncode == 0 and "finished earlier with the same parameters" in second.stdout
+    assert set(results["runs"]) == {"runs/lenet", "runs/alexnet"}
+    assert all(len(run["history"]) == 1 for run in results["runs"].values())
+    # the same command again: finished with the same parameters, so nothing runs
+    assert rp.main(args) == 0
+    assert "finished earlier with the same parameters" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- course data layouts
