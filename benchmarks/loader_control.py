@@ -38,7 +38,7 @@ from nmeplib.runtime import default_device, generator, synchronize
 
 
 def make_file(path: Path, images: int, size: int, batch: int) -> Path:
-    """Random ``size`` px images in the MediumImageNet schema, as the throughput benchmark writes them."""
+    """Random ``size`` px images in the MediumImageNet schema, as the pipeline benchmark's HDF5 row writes them."""
     rng = np.random.default_rng(0)
 
     def part(k: int):
