@@ -223,8 +223,13 @@ def machine() -> dict[str, str]:
         device = torch.cuda.get_device_name(0)
     else:
         device = f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    try:
+        load = round(os.getloadavg()[0], 1)   # other jobs on the machine slow every timing
+    except OSError:
+        load = None
     return {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-            "host": socket.gethostname(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")}
+            "host": socket.gethostname(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+            "load_average": load}
 
 
 def _differences(old: Mapping, new: Mapping) -> list[str]:

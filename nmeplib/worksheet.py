@@ -75,6 +75,10 @@ def _provenance(result: Mapping[str, Any], epochs: str) -> str:
     settings = f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""
     line = (f"{result['experiment']}{settings} via `python -m nmeplib reproduce`, {m.get('device', '?')}, "
             f"torch {m.get('torch', '?')}, {m.get('date', '?')}; {epochs}")
+    load = m.get("load_average")
+    cores = int((re.search(r"(\d+) cores", str(m.get("device", ""))) or [0, 1])[1])
+    if load is not None and str(m.get("device", "")).startswith("CPU") and load > cores / 2:
+        line += f"; load average {load:g} at the start (other jobs shared the {cores} cores: times are inflated)"
     if result.get("smoke"):
         line += "; SMOKE MODE: bundled digits stand in for the data, numbers say nothing about the targets"
     elif str(m.get("device", "")).startswith("CPU"):
