@@ -87,11 +87,14 @@ def _provenance(result: Mapping[str, Any], epochs: str) -> str:
 
 
 def _epochs(runs: Sequence[Mapping[str, Any]]) -> str:
+    """``cifar10, 30 epochs per run``: the data and the length of the runs of a region."""
     counts = sorted({int(r.get("epochs", 0)) for r in runs})
     if not counts:
         return "no runs"
-    return f"{counts[0]} epoch{'s' if counts[0] != 1 else ''} per run" if len(counts) == 1 \
+    data = ", ".join(sorted({str((r.get("settings") or {}).get("dataset")) for r in runs}))
+    length = f"{counts[0]} epoch{'s' if counts[0] != 1 else ''} per run" if len(counts) == 1 \
         else f"{', '.join(map(str, counts))} epochs"
+    return f"{data}, {length}"
 
 
 def _pct(value: Any) -> str:
@@ -153,16 +156,23 @@ def _curves(histories: Mapping[str, Sequence[Mapping]], keys=("train_acc", "val_
             for key, ax in zip(keys, axes):
                 if key == "both_acc":
                     line, = ax.plot(epochs, [r["val_acc"] for r in history], marker=".", label=label)
-                    ax.plot(epochs, [r["train_acc"] for r in history], ls="--", color=line.get_color())
+                    ax.plot(epochs, [r["train_acc"] for r in history], ls="--", marker="x", color=line.get_color())
                 elif key == "both_loss":
                     line, = ax.plot(epochs, [r["val_loss"] for r in history], marker=".", label=label)
-                    ax.plot(epochs, [r["train_loss"] for r in history], ls="--", color=line.get_color())
+                    ax.plot(epochs, [r["train_loss"] for r in history], ls="--", marker="x", color=line.get_color())
                 else:
                     ax.plot(epochs, [r[key] for r in history], marker=".", label=label)
         names = {"train_acc": "train accuracy (%)", "val_acc": "validation accuracy (%)",
                  "val_loss": "validation loss", "train_loss": "train loss",
                  "both_acc": "accuracy (%), val solid, train dashed", "both_loss": "loss, val solid, train dashed"}
+        from matplotlib.ticker import MaxNLocator
+
+        seen = sorted({r["epoch"] for history in histories.values() for r in history})
         for key, ax in zip(keys, axes):
+            if 0 < len(seen) <= 12:
+                ax.set_xticks(seen)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(names[key], fontsize=8)
             ax.grid(alpha=0.3)
