@@ -22,9 +22,8 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, from_dict
 from .data import DatasetError, build_loader
 from .models import build_model_from_config
-from .models.summary import input_size_error
 from .optim import Schedule, build_optimizer
-from .runtime import (barrier, default_device, peak_memory_mb, place_model, progress, rank_and_world, reset_peak_memory,
+from .runtime import (barrier, default_device, peak_memory_mb, progress, rank_and_world, reset_peak_memory,
                       seed_everything, synchronize)
 from .tracking import Tracker, read_metrics
 
@@ -141,33 +140,18 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> dict:
     return run_epoch(model, loader, device, desc="evaluate", keep_predictions=True)
 
 
-def check_img_size(model: nn.Module, config: Config) -> None:
-    """ConfigError unless ``model`` takes ``DATA.IMG_SIZE`` images (before any data is read)."""
-    problem = input_size_error(model, config.DATA.IMG_SIZE)
-    if problem:
-        raise ConfigError(f"DATA.IMG_SIZE={config.DATA.IMG_SIZE} does not suit MODEL.NAME={config.MODEL.NAME}: "
-                          f"{problem}")
-
-
-def prepare_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
-    """The config's model on ``device`` (see ``runtime.place_model``), checked against ``DATA.IMG_SIZE``."""
-    model = build_model_from_config(config, num_classes)
-    check_img_size(model, config)
-    return place_model(model, device)
-
-
-def num_classes_for(config: Config, train_info, *others) -> int:
+def num_classes_for(config: Config, train_split, *others) -> int:
     """``MODEL.NUM_CLASSES`` if set, else the training split's; every split's labels are checked
     against it before the first step, so a bad label cannot end a run after an epoch."""
-    labels_max = int(train_info.labels.max()) if len(train_info.labels) else -1
+    labels_max = int(train_split.labels.max()) if len(train_split.labels) else -1
     wanted = config.MODEL.NUM_CLASSES
     if wanted is not None and labels_max >= wanted:
         raise ConfigError(f"MODEL.NUM_CLASSES={wanted} but the {config.DATA.DATASET} labels go up to {labels_max}")
-    num_classes = wanted or max(train_info.num_classes, labels_max + 1)
-    for info in others:
-        labels = info.labels[info.labels >= 0]  # -1: hidden
+    num_classes = wanted or max(train_split.num_classes, labels_max + 1)
+    for split in others:
+        labels = split.labels[split.labels >= 0]  # -1: hidden
         if len(labels) and int(labels.max()) >= num_classes:
-            raise DatasetError(f"the {info.split} split of {info.path or config.DATA.DATASET} "
+            raise DatasetError(f"the {split.split} split of {split.path or config.DATA.DATASET} "
                                f"has label {int(labels.max())}, but the model has {num_classes} classes; "
                                f"fix the file or set MODEL.NUM_CLASSES")
     return num_classes
@@ -303,9 +287,8 @@ def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
         seed_everything(config.SEED)
         train_loader = build_loader(config, "train", device=device)
         val_loader = build_loader(config, "val", device=device)
-        info = train_loader.dataset_info
-        num_classes = num_classes_for(config, info, val_loader.dataset_info)
-        model = prepare_model(config, num_classes, device)
+        num_classes = num_classes_for(config, train_loader.split, val_loader.split)
+        model = build_model_from_config(config, num_classes, device)
         optimizer = build_optimizer(config, model)
         schedule = Schedule(config, optimizer, len(train_loader))
         history = _restore(state, model, optimizer, schedule, out, rank == 0) if state else []
@@ -328,7 +311,7 @@ def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
                                      "schedule": schedule.state_dict(), "epoch": epoch,
                                      "best_acc": ckpt.best_row(history)["val_acc"], "history": history,
                                      "rng": ckpt.rng_state(), "config": config.to_dict(),
-                                     "class_names": list(info.class_names), "num_classes": num_classes},
+                                     "class_names": list(train_loader.split.class_names), "num_classes": num_classes},
                                tracker, callbacks, config.TRAIN.EPOCHS)
             if rank == 0 and history:
                 _write_summary(out, history, num_classes, config, tracker)

@@ -182,12 +182,3 @@ class Translator:
         text = self.notice()
         if text:
             warnings.warn(text, OldConfigWarning, stacklevel=4)  # at load_config's caller
-
-
-def old_key_hint(key: str) -> str:
-    """What an old key became: ``"DATA.ROOT"``, ``"DATA.AUGMENT"`` or ``"left out: <why>"``."""
-    if key in RENAMED:
-        return RENAMED[key]
-    if key in AUGMENT_KEYS:
-        return "DATA.AUGMENT"
-    return "left out: " + (DROPPED.get(key) or next(why for p, why in DROPPED_NODES.items() if key.startswith(p)))

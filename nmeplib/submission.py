@@ -18,22 +18,17 @@ __all__ = ["HEADER", "OutputError", "check_classes", "check_predictions", "load_
 HEADER = ("Id", "Category")
 
 
-def _restore(path: str | Path, overrides: Iterable[str] | Mapping, device: torch.device | str | None):
-    """(model in eval mode, config with ``overrides``, the checkpoint's state)."""
-    from .engine import prepare_model
+def load_model(path: str | Path, overrides: Iterable[str] | Mapping = (), device: torch.device | str | None = None):
+    """(model in eval mode, its config with ``overrides`` applied, the checkpoint's state) of a checkpoint."""
+    from .models import build_model_from_config
     from .runtime import default_device
 
     device = torch.device(device) if device is not None else default_device()
     state = ckpt.load_checkpoint(path, map_location=device)
     config = from_dict(state["config"], overrides)
-    model = prepare_model(config, state["num_classes"], device)
+    model = build_model_from_config(config, state["num_classes"], device)
     model.load_state_dict(state["model"])
     return model.eval(), config, state
-
-
-def load_model(path: str | Path, overrides: Iterable[str] | Mapping = (), device: torch.device | str | None = None):
-    """The model of a checkpoint, in eval mode, and its config (with ``overrides`` applied)."""
-    return _restore(path, overrides, device)[:2]
 
 
 def check_classes(checkpoint: str | Path, state: dict, data: ImageSplit) -> None:
@@ -66,14 +61,14 @@ def predict(path: str | Path, overrides: Iterable[str] | Mapping = (), split: st
     """
     from .engine import evaluate
 
-    model, config, state = _restore(path, overrides, device)
+    model, config, state = load_model(path, overrides, device)
     device = next(model.parameters()).device
     loader = build_loader(config, split, device=device)
-    check_classes(path, state, loader.dataset_info)
+    check_classes(path, state, loader.split)
     result = evaluate(model, loader, device)
     result["num_classes"] = state["num_classes"]
-    result["num_images"] = len(loader.dataset_info)
-    result["dataset"], result["config"] = loader.dataset_info, config
+    result["num_images"] = len(loader.split)
+    result["dataset"], result["config"] = loader.split, config
     return result
 
 

@@ -51,6 +51,7 @@ def test_unknown_key_in_file_names_file(tmp_path):
     ("TRAIN.SCHEDULER=linear", r"TRAIN\.SCHEDULER must be one of"),
     ("DATA.DATASET=mnist", r"DATA\.DATASET must be one of 'cifar10', 'medium_imagenet', 'digits'"),
     ("MODEL.DROPOUT=1.5", r"MODEL\.DROPOUT must be in \[0, 1\)"),
+    ("MODEL.DROPOUT=1.0", r"MODEL\.DROPOUT must be in \[0, 1\), got 1\.0"),  # checked once, here
     ("DATA.AUGMENT=crop+sparkle", r"DATA\.AUGMENT: unknown augmentation sparkle"),
     ("TRAIN.WARMUP_EPOCHS=20", r"TRAIN\.WARMUP_EPOCHS \(20\) must not exceed TRAIN\.EPOCHS"),
     ("TRAIN.COMPILE=maybe", r"TRAIN\.COMPILE must be bool"),

@@ -108,7 +108,7 @@ def test_loader_yields_normalised_batches_in_order():
     assert x.dtype == torch.float32 and x.shape == (100, 3, 32, 32) and y.dtype == torch.int64
     assert abs(float(x.mean())) < 0.2 and 0.7 < float(x.std()) < 1.3
     labels = torch.cat([b[1] for b in batches])
-    assert torch.equal(labels, loader.dataset_info.labels)
+    assert torch.equal(labels, loader.split.labels)
 
 
 def test_train_loader_shuffles_per_epoch_deterministically():

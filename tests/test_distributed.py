@@ -20,7 +20,8 @@ from nmeplib.config import ConfigError, from_dict, load_config
 from nmeplib.data.build import build_loader
 from nmeplib.data.loaders import TensorLoader
 from nmeplib.distributed import launch, torchrun_command
-from nmeplib.engine import fit, prepare_model, validate
+from nmeplib.engine import fit, validate
+from nmeplib.models import build_model_from_config
 from nmeplib.submission import predict, write_submission
 from nmeplib.tracking import read_metrics
 
@@ -74,7 +75,7 @@ def test_validation_of_two_processes_equals_one(runs):
     root, _, double, _ = runs
     state = ckpt.load_checkpoint(root / "two" / ckpt.LAST, map_location=CPU)
     config = from_dict(state["config"])
-    model = prepare_model(config, state["num_classes"], CPU)
+    model = build_model_from_config(config, state["num_classes"], CPU)
     model.load_state_dict(state["model"])
     val = validate(model, build_loader(config, "val", device=CPU), CPU)
     assert state["epoch"] == EPOCHS and val["count"] == 269

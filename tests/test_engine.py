@@ -85,11 +85,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_config, monkeypatc
 
 def test_shared_loop_functions(digits_config):
     from nmeplib.data import build_loader
-    from nmeplib.engine import prepare_model
+    from nmeplib.models import build_model_from_config
     from nmeplib.optim import build_optimizer
 
     config = digits_config()
-    model = prepare_model(config, 10, torch.device("cpu"))
+    model = build_model_from_config(config, 10, torch.device("cpu"))
     train = build_loader(config, "train", device="cpu")
     val = build_loader(config, "val", device="cpu")
     result = train_one_epoch(model, train, build_optimizer(config, model), torch.device("cpu"), epoch=1)
@@ -97,7 +97,7 @@ def test_shared_loop_functions(digits_config):
     measured = validate(model, val, torch.device("cpu"))
     predicted = evaluate(model, val, torch.device("cpu"))
     assert measured["acc"] == pytest.approx(predicted["acc"])
-    assert torch.equal(predicted["labels"], val.dataset_info.labels)
+    assert torch.equal(predicted["labels"], val.split.labels)
     assert measured["acc"] == pytest.approx(100 * (predicted["predictions"] == predicted["labels"]).float().mean().item())
 
 

@@ -5,8 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from nmeplib import plots
-from nmeplib.plots import LivePlot, LiveThroughput, image_grid, plot_history, plot_throughput
+from nmeplib.plots import LivePlot, image_grid, plot_history, plot_throughput
 
 
 @pytest.fixture(autouse=True)
@@ -93,54 +92,4 @@ def test_liveplot_outside_kernel_keeps_history_only(tmp_path):
     assert live.rows == history(3)
     live.save(tmp_path / "live.png")
     assert_png(tmp_path / "live.png")
-    assert plt.get_fignums() == before
-
-
-def throughput_rows():
-    return [{"batch_size": b, "img_per_s": 100.0 * b, "step_ms": 10.0, "peak_mem_mb": 5.0 * b, "steps": 5,
-             "oom": False} for b in (1, 2, 4)] + [{"batch_size": 8, "img_per_s": None, "step_ms": None,
-                                                    "peak_mem_mb": None, "steps": 0, "oom": True}]
-
-
-def test_live_throughput_outside_kernel_prints_rows_as_they_come(tmp_path):
-    before = plt.get_fignums()
-    lines = []
-    live = LiveThroughput(title="lenet", printer=lines.append)
-    for i, row in enumerate(throughput_rows()):
-        live(row)
-        assert len(lines) == i + 2   # the header, then one line per row so far
-    assert "img_per_s" in lines[0] and lines[1].split()[0] == "1" and lines[-1].split()[-1] == "yes"
-    assert live.rows == throughput_rows() and plt.get_fignums() == before
-    fig = live.save(tmp_path / "t.png")
-    assert_png(tmp_path / "t.png")
-    assert "OOM at 8" in [t.get_text() for t in fig.axes[0].texts]
-    assert plt.get_fignums() == before
-
-
-def test_live_throughput_in_a_kernel_updates_one_table_and_one_plot(monkeypatch):
-    display_module = pytest.importorskip("IPython.display")
-    shown = []
-
-    class Handle:
-        def __init__(self, obj):
-            self.objects = [obj]
-
-        def update(self, obj):
-            self.objects.append(obj)
-
-    def display(obj, display_id=False):
-        assert display_id
-        shown.append(Handle(obj))
-        return shown[-1]
-
-    monkeypatch.setattr(plots, "in_kernel", lambda: True)
-    monkeypatch.setattr(display_module, "display", display)
-    before = plt.get_fignums()
-    live = LiveThroughput(title="lenet")
-    for row in throughput_rows():
-        live(row)
-    table, plot = shown
-    assert len(table.objects) == len(plot.objects) == 4   # shown once, then updated in place per row
-    assert str(table.objects[-1].data).count("\n") == 4    # header + 4 rows
-    assert "OOM at 8" in [t.get_text() for t in plot.objects[-1].axes[0].texts]
     assert plt.get_fignums() == before

@@ -140,7 +140,7 @@ def test_a_bad_label_in_the_validation_split_stops_before_the_first_step(tmp_pat
 def test_fit_validates_on_the_validation_split(digits_config):
     config = digits_config("TRAIN.EPOCHS=1")
     row = fit(config)[-1]
-    model, _ = load_model(f"{config.OUTPUT}/{ckpt.LAST}")
+    model, _, _ = load_model(f"{config.OUTPUT}/{ckpt.LAST}")
     device = next(model.parameters()).device  # the one fit used
     on = {split: engine.validate(model, build_loader(config, split, device=device), device)
           for split in ("val", "test")}

@@ -116,7 +116,7 @@ def test_cli_predict_writes_ids_and_the_models_predictions(trained, tmp_path, ca
     rows = [line.split(",") for line in out.read_text().splitlines()]
     assert rows[0] == ["Id", "Category"]
     assert [int(r[0]) for r in rows[1:]] == list(range(37))
-    model, config = load_model(checkpoint, device="cpu")   # the model run by hand on the test images
+    model, config, _ = load_model(checkpoint, device="cpu")   # the model run by hand on the test images
     images, _ = load_split(path, "test", progress=False)
     normalise = Augment("none", IMAGENET_MEAN, IMAGENET_STD, config.DATA.IMG_SIZE, train=False)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Turn a config into datasets and loaders: ``build_dataset`` and ``build_loader``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,7 +52,6 @@ class ImageSplit:
     std: tuple[float, ...]
     images: torch.Tensor | None = None
     path: str | None = None
-    info: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -143,7 +142,7 @@ def build_dataset(config: Config, split: str) -> ImageSplit:
         images, labels = hdf5.load_split(root, split)
     else:
         images, labels = None, hdf5.read_labels(root, split)
-    return ImageSplit(name, split, labels, names, IMAGENET_MEAN, IMAGENET_STD, images=images, path=root, info=info)
+    return ImageSplit(name, split, labels, names, IMAGENET_MEAN, IMAGENET_STD, images=images, path=root)
 
 
 def build_loader(config: Config, split: str, *, device: torch.device | str | None = None,
@@ -173,5 +172,5 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
     if train and len(loader) == 0:
         raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the {loader.num_samples} training "
                           f"images of this process")
-    loader.dataset_info = dataset
+    loader.split = dataset  # the ImageSplit it reads: labels, class names, path
     return loader
