@@ -99,7 +99,7 @@ def _throughput(args: argparse.Namespace, overrides: list[str]) -> int:
     """``train --throughput``: the old ``THROUGHPUT_MODE``, as the ``throughput`` command for the
     config's model, image size, optimizer and classes, up to its batch size."""
     from .data.build import model_classes
-    from .throughput import main as throughput
+    from .batch_sizes import main as throughput
 
     if not args.config:
         raise ConfigError("--throughput needs --config (or --cfg): the model and sizes to measure")
@@ -126,13 +126,11 @@ def _predict(args: argparse.Namespace) -> None:
 def _summary(args: argparse.Namespace) -> None:
     from .models import build_model_from_config, format_summary, model_summary
     from .data.build import model_classes
-    from .engine import check_img_size
 
     config = load_config(args.config, args.set)
     num_classes = model_classes(config)
     model = build_model_from_config(config, num_classes)
     size = config.DATA.IMG_SIZE
-    check_img_size(model, config)
     print(f"{config.MODEL.NAME}, {num_classes} classes, input 3×{size}×{size}")
     print(format_summary(model_summary(model, (3, size, size))))
 
@@ -152,7 +150,7 @@ class _Pairs(argparse.Action):
 # Commands with their own argument parsers: everything after the command name goes to them.
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
-    "throughput": ("nmeplib.throughput", "training images/s and peak memory vs batch size"),
+    "throughput": ("nmeplib.batch_sizes", "training images/s and peak memory vs batch size"),
     "release": ("nmeplib.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
     "reproduce": ("nmeplib.reproduce", "run every worksheet experiment through its notebook into a results folder"),

@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader
 
 from nmeplib.config import Config
 from nmeplib.data import build_dataset, build_loader
-from nmeplib.engine import prepare_model, train_one_epoch, validate
+from nmeplib.engine import train_one_epoch, validate
+from nmeplib.models import build_model_from_config
 from nmeplib.optim import Schedule, build_optimizer
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline.py"
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -38,8 +39,8 @@ def write_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
 
 @functools.cache
 def load_benchmark():
-    """``benchmarks/throughput.py`` as a module."""
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", BENCHMARK)
+    """``benchmarks/pipeline.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("pipeline_benchmark", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,7 +62,7 @@ def recipe_accuracy(config: Config, plain: bool, workers: int = 0) -> float:
         train = build_loader(config, "train", device=device, dataset=train_split)
         val = build_loader(config, "val", device=device, dataset=val_split)
     torch.manual_seed(config.SEED)
-    model = prepare_model(config, train_split.num_classes, device)
+    model = build_model_from_config(config, train_split.num_classes, device)
     optimizer = build_optimizer(config, model)
     schedule = Schedule(config, optimizer, len(train))
     for epoch in range(config.TRAIN.EPOCHS):

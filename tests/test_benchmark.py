@@ -1,4 +1,4 @@
-"""The throughput benchmark runs end to end on tiny settings and reports every row and column."""
+"""The pipeline benchmark runs end to end on tiny settings and reports every row and column."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from helpers import load_benchmark as _load_benchmark, write_cifar
 
 def test_benchmark_reports_every_row_and_column(tmp_path):
     bench = _load_benchmark()
-    out = tmp_path / "throughput.json"
+    out = tmp_path / "pipeline.json"
     bench.main(["--images", "192", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--repeats", "1",
                 "--min-seconds", "0", "--hdf5-images", "64", "--hdf5-steps", "2", "--threads", "1",
                 "--out", str(out)])

@@ -1,7 +1,8 @@
-"""Training throughput: the plain per-image recipe, nmeplib's loaders, and the compute-only ceiling.
+"""The input pipeline benchmark: training images/s through the plain per-image recipe, nmeplib's
+loaders, and the compute-only ceiling (the batch-size sweep is ``python -m nmeplib throughput``).
 
-    python benchmarks/throughput.py --cifar /data/cifar10          # CPU: about 3 minutes
-    python benchmarks/throughput.py --cifar /data/cifar10 --full   # GPU: whole epochs, time to 94%
+    python benchmarks/pipeline.py --cifar /data/cifar10          # CPU: about 3 minutes
+    python benchmarks/pipeline.py --cifar /data/cifar10 --full   # GPU: whole epochs, time to 94%
 
 Columns, in images per second (same machine, data, batch size, model and optimizer step):
   plain    torchvision per-image transforms in a ``Dataset``, ``DataLoader(num_workers=2)``
@@ -33,7 +34,8 @@ from nmeplib.data import ImageSplit, build_dataset, build_loader
 from nmeplib.data import cifar
 from nmeplib.data.build import IMAGENET_MEAN, IMAGENET_STD
 from nmeplib.data.hdf5 import images_key, labels_key, write_hdf5
-from nmeplib.engine import fit, prepare_model, run_epoch
+from nmeplib.engine import fit, run_epoch
+from nmeplib.models import build_model_from_config
 from nmeplib.optim import build_optimizer
 from nmeplib.runtime import default_device, synchronize
 
@@ -193,7 +195,7 @@ def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.N
     config = model_config(model, args)
     ours = build_loader(config, "train", device=device, dataset=split)
     plain = plain_loader(PlainImages(split, MODELS[model]), args)
-    net = prepare_model(config, split.num_classes, device)
+    net = build_model_from_config(config, split.num_classes, device)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     ready = itertools.repeat(next(iter(ours)))   # the ceiling's fixed batch
     steps, min_s = (len(ours), 0.0) if whole_epoch else (args.steps, args.min_seconds)
@@ -340,7 +342,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--acc-epochs", type=int, default=0, help="epoch cap for --time-to-acc (0: the config's)")
     p.add_argument("--acc-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for --time-to-acc, e.g. TRAIN.COMPILE=true")
-    p.add_argument("--out", default="benchmarks/results/throughput.json")
+    p.add_argument("--out", default="benchmarks/results/pipeline.json")
     args = p.parse_args(argv)
     full = args.full
     defaults = {"batch_size": (128, 256), "steps": (2, 0), "warmup": (1, 5), "repeats": (3, 2),
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Every row, the optional time to accuracy, and what they ran on."""
-    device = default_device()  # models are placed by prepare_model, which sets the CUDA backend flags
+    device = default_device()  # models are placed by build_model_from_config, which sets the CUDA backend flags
     split, source = cifar_train(args)
     whole = args.steps == 0
     load_before = os.getloadavg()

@@ -1,4 +1,5 @@
-"""Throughput measurement on the CPU, and the out-of-memory path with a simulated CUDA OOM."""
+"""The batch-size sweep (training throughput per batch size) on the CPU, and the out-of-memory path
+with a simulated CUDA OOM."""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import os
 import pytest
 import torch
 
-from nmeplib import throughput
+from nmeplib import batch_sizes
 from nmeplib.models import build_model
-from nmeplib.throughput import largest_fitting_batch, measure_throughput
+from nmeplib.batch_sizes import format_row, largest_fitting_batch, measure_throughput
 
 QUICK = dict(img_size=32, device="cpu", warmup_steps=1, timed_steps=2)
 
@@ -22,14 +23,14 @@ def test_lenet_on_cpu_doubles_batch_size_up_to_the_cap():
 
 
 def test_out_of_memory_ends_the_measurement(monkeypatch):
-    run_steps = throughput._run_steps
+    run_steps = batch_sizes._run_steps
 
     def fake(model, optimizer, x, y, steps):
         if len(x) >= 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return run_steps(model, optimizer, x, y, steps)
 
-    monkeypatch.setattr(throughput, "_run_steps", fake)
+    monkeypatch.setattr(batch_sizes, "_run_steps", fake)
     model = build_model("lenet", 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = measure_throughput(model, max_batch_size=64, **QUICK)
@@ -50,7 +51,7 @@ def test_explicit_batch_sizes_and_bad_image_size():
 
 def test_command_line(tmp_path, capsys):
     out = tmp_path / "lenet.json"
-    assert throughput.main(["--model", "lenet", "--max-batch-size", "2", "--device", "cpu", "--warmup-steps", "0",
+    assert batch_sizes.main(["--model", "lenet", "--max-batch-size", "2", "--device", "cpu", "--warmup-steps", "0",
                             "--timed-steps", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "lenet, 32 px" in printed and "img_per_s" in printed
@@ -61,13 +62,13 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
     """Each row reaches the callback (and the generator's consumer) before the next size starts."""
     monkeypatch.delenv("NMEPLIB_PROGRESS", raising=False)
     events = []
-    run_steps = throughput._run_steps
+    run_steps = batch_sizes._run_steps
 
     def logged(model, optimizer, x, y, steps):
         events.append(("step", len(x)))
         return run_steps(model, optimizer, x, y, steps)
 
-    monkeypatch.setattr(throughput, "_run_steps", logged)
+    monkeypatch.setattr(batch_sizes, "_run_steps", logged)
     rows = measure_throughput("lenet", batch_sizes=[2, 4, 8], **QUICK,
                               callback=lambda row: events.append(("row", row["batch_size"])))
     assert [r["batch_size"] for r in rows] == [2, 4, 8]
@@ -75,7 +76,7 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
     assert order == [("step", 2), ("row", 2), ("step", 4), ("row", 4), ("step", 8), ("row", 8)]
 
     events.clear()
-    sweep = throughput.iter_throughput("lenet", batch_sizes=[2, 4], **QUICK)
+    sweep = batch_sizes.iter_throughput("lenet", batch_sizes=[2, 4], **QUICK)
     first = next(sweep)
     assert first["batch_size"] == 2 and ("step", 4) not in events
     assert "NMEPLIB_PROGRESS" not in os.environ   # the consumer runs with its own settings
@@ -93,15 +94,15 @@ def test_command_line_prints_each_row_as_it_is_measured(monkeypatch):
         def flush(self):
             pass
 
-    run_steps = throughput._run_steps
+    run_steps = batch_sizes._run_steps
 
     def logged(model, optimizer, x, y, steps):
         events.append(("step", len(x)))
         return run_steps(model, optimizer, x, y, steps)
 
-    monkeypatch.setattr(throughput, "_run_steps", logged)
+    monkeypatch.setattr(batch_sizes, "_run_steps", logged)
     monkeypatch.setattr("sys.stdout", Out())
-    assert throughput.main(["--model", "lenet", "--max-batch-size", "4", "--device", "cpu", "--warmup-steps", "0",
+    assert batch_sizes.main(["--model", "lenet", "--max-batch-size", "4", "--device", "cpu", "--warmup-steps", "0",
                             "--timed-steps", "1"]) == 0
     first_step_at_4 = events.index(("step", 4))
     printed_before = "".join(text for kind, text in events[:first_step_at_4] if kind == "out")
@@ -135,8 +136,8 @@ class FakeClock:
 ])
 def test_time_budget_per_batch_size(monkeypatch, budget, expected):
     clock = FakeClock()
-    monkeypatch.setattr(throughput, "_now", clock)
-    monkeypatch.setattr(throughput, "_run_steps", clock.run_steps)
+    monkeypatch.setattr(batch_sizes, "_now", clock)
+    monkeypatch.setattr(batch_sizes, "_run_steps", clock.run_steps)
     spent = {}
 
     def note(row):
@@ -200,6 +201,14 @@ def test_a_real_error_is_not_taken_for_out_of_memory(monkeypatch):
     def broken(model, optimizer, x, y, steps):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(throughput, "_run_steps", broken)
+    monkeypatch.setattr(batch_sizes, "_run_steps", broken)
     with pytest.raises(RuntimeError, match="shapes"):
         measure_throughput("lenet", max_batch_size=4, **QUICK)
+
+
+def test_format_row_prints_rows_as_they_come():
+    rows = [{"batch_size": b, "img_per_s": 100.0 * b, "step_ms": 10.0, "peak_mem_mb": 5.0 * b, "steps": 5,
+             "oom": False} for b in (1, 2, 4)] + [{"batch_size": 8, "img_per_s": None, "step_ms": None,
+                                                  "peak_mem_mb": None, "steps": 0, "oom": True}]
+    lines = [format_row(), *map(format_row, rows)]   # the header, then one line per row
+    assert "img_per_s" in lines[0] and lines[1].split()[0] == "1" and lines[-1].split()[-1] == "yes"

@@ -1,4 +1,5 @@
-"""Training throughput vs batch size, and the largest batch that fits in memory.
+"""Training throughput vs batch size, and the largest batch that fits in memory (``python -m nmeplib
+throughput``; ``benchmarks/pipeline.py`` is the data-pipeline benchmark, not this).
 
 ``measure_throughput("alexnet", img_size=70)`` times full training steps (forward, loss,
 backward, optimizer step, as the engine runs them) on one random batch per batch size
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from .config import load_config
-from .engine import prepare_model, run_epoch
+from .engine import run_epoch
+from .models import build_model_from_config
 from .models.summary import input_size_error
 from .optim import OPTIMIZERS, build_optimizer
 from .runtime import default_device, peak_memory_mb, place_model, release_memory, reset_peak_memory
@@ -117,7 +119,7 @@ def iter_throughput(model_or_name: nn.Module | str, *, img_size: int, num_classe
     overrides = {"TRAIN.OPTIMIZER": optimizer, "DATA.IMG_SIZE": img_size}
     if isinstance(model_or_name, str):
         config = load_config(None, {**overrides, "MODEL.NAME": model_or_name})
-        model = prepare_model(config, num_classes, device)  # checks img_size, as training does
+        model = build_model_from_config(config, num_classes, device)  # checks img_size, as training does
     else:
         config = load_config(None, overrides)
         model = copy.deepcopy(model_or_name)
@@ -172,7 +174,7 @@ def measure_throughput(model_or_name: nn.Module | str, *, img_size: int, num_cla
     with ``oom`` true and ends the measurement; its memory is released first. ``peak_mem_mb``
     is the CUDA peak of that batch size, but on the CPU the process's peak RSS so far, which
     never goes down. ``callback(row)`` is called with each row as soon as it is measured
-    (:class:`nmeplib.plots.LiveThroughput` draws them live). A model passed in is copied,
+    (the command line prints each with :func:`format_row`). A model passed in is copied,
     not changed.
     """
     rows = []
