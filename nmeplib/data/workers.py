@@ -7,8 +7,8 @@ free slot and sends only the slot's number, and the training process sends the n
 it has copied or augmented the batch away. The workers stay up between epochs. Batches come in
 the order a ``DataLoader`` over the same iterable dataset gives (worker 0, 1, ..., skipping
 finished workers). Against a stock ``DataLoader`` with persistent workers over the same blocks,
-this used about a third less CPU per image on 2 CPU cores and delivered 1.2-1.3x the images per
-second in two of three runs (``benchmarks/loader_control.py``; figures in benchmarks/README.md).
+this used about a third less CPU per image on 2 CPU cores and, with 2 workers, delivered 1.2-1.5x
+the images per second in three runs of four (``benchmarks/loader_control.py``, benchmarks/README.md).
 """
 from __future__ import annotations
 
