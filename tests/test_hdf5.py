@@ -226,6 +226,20 @@ def test_batches_match_file_contents(h5):
             assert np.all(labels.numpy() == expected)
 
 
+def test_persistent_dataloader_workers_follow_set_epoch(h5):
+    path, _ = h5
+    ds = HDF5Blocks(path, "train", 5, shuffle=True, seed=3, buffer_blocks=2)
+    workers = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True, timeout=60)
+    orders = []
+    for epoch in (0, 1, 0):
+        ds.set_epoch(epoch)
+        expected, _ = collect(loader(ds, 2))          # fresh workers, started with this epoch
+        index, _ = collect(workers)                   # the same workers as the epoch before
+        assert np.array_equal(index, expected)
+        orders.append(index)
+    assert not np.array_equal(orders[0], orders[1]) and np.array_equal(orders[0], orders[2])
+
+
 def test_default_block_is_chunk_multiple(h5):
     path, _ = h5
     assert HDF5Blocks(path, "train", 5, shuffle=True).block_size == 8
