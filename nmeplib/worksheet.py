@@ -405,8 +405,11 @@ def rewrite(text: str, bodies: Mapping[str, str]) -> str:
 
 
 def regenerate(out_dir: str | os.PathLike, worksheet: str | os.PathLike = "worksheet.md",
-               figures: str | os.PathLike | None = None, stream=None) -> dict[str, str]:
-    """Rewrite ``worksheet``'s RESULTS regions and figures from ``out_dir``; returns each region's fate."""
+               figures: str | os.PathLike | None = None, regions: Sequence[str] | None = None,
+               stream=None) -> dict[str, str]:
+    """Rewrite ``worksheet``'s RESULTS regions and figures from ``out_dir``; returns each region's fate.
+
+    ``regions`` limits the rewrite to those names (the others are kept as they are)."""
     stream = stream or sys.stdout
     worksheet = Path(worksheet)
     figures = Path(figures) if figures else worksheet.parent / FIGURES
@@ -414,9 +417,16 @@ def regenerate(out_dir: str | os.PathLike, worksheet: str | os.PathLike = "works
         raise WorksheetError(f"{worksheet}: no such worksheet")
     text = worksheet.read_text()
     names = regions_in(text)
+    if regions:
+        unknown = sorted(set(regions) - set(REGIONS))
+        if unknown:
+            raise WorksheetError(f"--regions: unknown region(s) {', '.join(unknown)}; known: {', '.join(REGIONS)}")
     results = load_results(out_dir)
     bodies, fates = {}, {}
     for name in names:
+        if regions and name not in regions:
+            fates[name] = "kept (not in --regions)"
+            continue
         made = REGIONS[name](results, figures)
         if made is None:
             fates[name] = "kept (nothing for it in the results folder)"
@@ -439,8 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out_dir", metavar="OUT_DIR", help="results folder of python -m nmeplib reproduce")
     p.add_argument("--worksheet", default="worksheet.md", help="the worksheet to rewrite (default: worksheet.md)")
     p.add_argument("--figures", help=f"folder for the PNG figures (default: {FIGURES}/ next to the worksheet)")
+    p.add_argument("--regions", nargs="+", metavar="NAME",
+                   help=f"rewrite only these regions ({', '.join(REGIONS)}); the others stay as they are")
     args = p.parse_args(argv)
-    regenerate(args.out_dir, args.worksheet, args.figures)
+    regenerate(args.out_dir, args.worksheet, args.figures, regions=args.regions)
     return 0
 
 

@@ -134,3 +134,15 @@ def test_the_worksheet_regions_are_known_and_inside_answers():
         before = text[:match.start()]
         assert before.rfind(ANSWER_BEGIN) > before.rfind(ANSWER_END), match.group("name")
         assert ANSWER_END not in match.group(0) and ANSWER_BEGIN not in match.group(0)
+
+
+def test_regions_limits_the_rewrite(tmp_path):
+    out = _results(tmp_path)
+    sheet = tmp_path / "worksheet.md"
+    sheet.write_text(WORKSHEET)
+    fates = ws.regenerate(out, sheet, regions=["lr"])
+    text = sheet.read_text()
+    assert fates["training"] == "kept (not in --regions)" and "old table" in text and "old lr table" not in text
+    assert [p.name for p in (tmp_path / ws.FIGURES).glob("*.png")] == ["lr.png"]
+    with pytest.raises(ws.WorksheetError, match="unknown region"):
+        ws.regenerate(out, sheet, regions=["nope"])
