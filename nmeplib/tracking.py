@@ -135,14 +135,6 @@ class Tracker:
         write_jsonl(self.metrics_path, self.rows)
         self._log(dict(row))
 
-    def log_image(self, key: str, image: Any) -> None:
-        """Log a matplotlib Figure or an image file (PNG) to W&B under ``key``."""
-        if not self.enabled or self.run is None:
-            return
-        import wandb
-
-        self._log({key: wandb.Image(str(image) if isinstance(image, (str, os.PathLike)) else image)})
-
     def log_summary(self, **values: Any) -> None:
         """Set final numbers (test accuracy, best epoch...) on the run's summary."""
         if not self.enabled:
