@@ -27,6 +27,8 @@ MEDIUM_IMAGENET_CLASSES = 200
 def model_classes(config: Config) -> int:
     """The class count a config's model has, known before any data is read (MediumImageNet: 200)."""
     return config.MODEL.NUM_CLASSES or DATASETS[config.DATA.DATASET] or MEDIUM_IMAGENET_CLASSES
+
+
 # The course server's data in its two layouts (earlier terms, later terms). The shipped configs
 # name the first; a DATA.ROOT that is one of these and missing is looked for at the others, so
 # the configs work on either server without edits (data_links.md).

@@ -26,10 +26,10 @@ def read_images(split, start: int = 0, stop: int | None = None) -> torch.Tensor:
     stop = len(split) if stop is None else min(stop, len(split))
     if split.images is not None:
         return split.images[start:stop]
-    import h5py
+    from ..data.hdf5 import images_key, open_hdf5, read_rows
 
-    with h5py.File(split.path, "r") as f:
-        return torch.from_numpy(f[f"images-{split.split}"][start:stop])
+    with open_hdf5(split.path) as f:
+        return torch.from_numpy(read_rows(f[images_key(split.split)], start, stop))
 
 
 def channel_stats(split, max_images: int | None = None,
