@@ -108,6 +108,17 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _rate(value: float) -> str:
+    """A learning rate as people write it: 3e-4, 0.01."""
+    if value == 0 or value >= 0.01:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.3g}".split("e") if "e" in f"{value:.3g}" else (f"{value:.3g}", "")
+    if not exponent:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -121,6 +132,8 @@ def _members(result: Mapping[str, Any], sweep: str) -> list[tuple[dict, dict]]:
     out = []
     for row in rows:
         key = f"runs/{sweep}/{row['name']}"
+        if row.get("output"):   # the member's folder (names like "none (default)" are sanitised)
+            key = f"runs/{sweep}/{Path(row['output']).name}"
         out.append((row, runs.get(key, {})))
     return out
 
@@ -228,7 +241,7 @@ def _sweep_region(results, figures: Path, sweep: str, key: str | None, label: st
     for row, run in members:
         value = row.get(key) if key else row["name"]
         if key == "TRAIN.LR":
-            value = f"{float(value):g}"
+            value = _rate(float(value))
         cells = [f"`{value}`" if key is None or key == "DATA.AUGMENT" else value, _pct(row.get("best_val_acc")),
                  _pct(row.get("final_val_acc")), row.get("best_epoch", "–"),
                  f"{_num(row.get('time_per_epoch_s'))} s"]
