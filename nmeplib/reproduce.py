@@ -343,6 +343,8 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
     basis = "smoke mode on a 2-core CPU" if smoke else "an estimate for one H100 from the 2026-11-27 H100 figures"
     if not smoke and not _has_gpu():
         basis += "; this machine has no GPU, so expect far longer"
+    elif not smoke and total_estimate > GPU_BUDGET_S:
+        basis += f"; more than the {GPU_BUDGET_S // 60}-minute budget of the default chain"
     print(f"reproduce: {len(steps)} experiment(s) into {out}; about {_clock(total_estimate)} to run "
           f"({basis})", file=stream, flush=True)
     start = time.monotonic()
