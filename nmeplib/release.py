@@ -28,8 +28,9 @@ ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 WORKSHEET = "worksheet.md"
 STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
-    "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py",
-    "figures/*", "*/figures/*", "results/*", "*/results/*", "runs/*",
+    "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
+    "tests/test_reproduce.py", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
+    "runs/*",
 )
 STAFF_SECTION = "## For course staff"
 STUDENT_README = """## For students
