@@ -2,8 +2,8 @@
 results folder made by ``python -m nmeplib reproduce OUT_DIR``.
 
 Each measured region of ``worksheet.md`` sits between ``<!-- BEGIN RESULTS name -->`` and
-``<!-- END RESULTS name -->`` (inside an answer's ``BEGIN ANSWER`` / ``END ANSWER`` pair, which
-the student release blanks as a whole). This command rewrites the regions whose experiment is
+``<!-- END RESULTS name -->``, inside an answer region, which the student release blanks as a
+whole (see ``release.py``). This command rewrites the regions whose experiment is
 in ``OUT_DIR`` and leaves everything else, including regions whose experiment is missing,
 byte for byte as it was. Each region opens with a line naming the machine, the torch version,
 the date and the run length it was measured with; each figure (PNG, in ``worksheet_figures/``
