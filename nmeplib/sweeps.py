@@ -97,7 +97,9 @@ def _state(folder: Path, config: Config, keys=None) -> str:
     if summary is not None and summary.get("epochs") == epochs and _same_run(summary, config, keys):
         return "done"
     if (folder / ckpt.LAST).is_file() and (summary is None or summary.get("epochs", 0) < epochs):
-        return "partial"
+        stored = {"config": ckpt.load_checkpoint(folder / ckpt.LAST)["config"]}
+        keys = [k for k in keys or config.flat() if k not in ("OUTPUT", "TRAIN.EPOCHS") and not k.startswith("WANDB.")]
+        return "partial" if _same_run(stored, config, keys) else "new"  # other settings: train afresh
     return "new"
 
 

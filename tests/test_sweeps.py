@@ -7,6 +7,8 @@ import shutil
 import nbformat
 import pytest
 
+import nmeplib.checkpoint as ckpt
+
 from nmeplib import sweeps
 from nmeplib.config import load_config
 from nmeplib.engine import TrainingDiverged
@@ -85,6 +87,15 @@ def test_changed_base_setting_reruns_members(swept, tmp_path):
     root = copy_sweep(swept, tmp_path)
     results = run_sweep(load_config("digits_lenet", [*FAST, "DATA.AUGMENT=flip"]), MEMBERS, output_root=root)
     assert [r["status"] for r in results] == ["ran", "ran"]
+
+
+def test_interrupted_member_with_changed_settings_trains_afresh(swept, tmp_path):
+    root = copy_sweep(swept, tmp_path)
+    (root / "lr=0.003" / "summary.json").unlink()  # interrupted, then the base setting changes
+    again = run_sweep(load_config("digits_lenet", [*FAST, "DATA.AUGMENT=flip"]), {"lr=0.003": {"TRAIN.LR": 0.003}},
+                      output_root=root)
+    assert again[0]["status"] == "ran"
+    assert ckpt.read_json(root / "lr=0.003" / "summary.json")["config"]["DATA"]["AUGMENT"] == "flip"
 
 
 def test_interrupted_member_resumes_alone(swept, tmp_path):
