@@ -129,3 +129,18 @@ def test_rates_across_a_resume_equal_an_uninterrupted_run(digits_config, monkeyp
         engine.fit(config, callbacks=[stop])
     engine.fit(config, resume=True)
     assert whole == expected
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "rmsprop"])
+def test_every_parameter_is_optimized_once_with_decay_on_weights_only(name):
+    from nmeplib.models import build_model
+    from nmeplib.optim import build_optimizer
+
+    model = build_model("resnet18", 10)  # conv (4-D), linear (2-D) and norm/bias (1-D) parameters
+    optimizer = build_optimizer(load_config(None, [f"TRAIN.OPTIMIZER={name}", "TRAIN.WEIGHT_DECAY=0.05"]), model)
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    for group in optimizer.param_groups:
+        wanted = 0.05 if group["params"] and group["params"][0].ndim > 1 else 0.0
+        assert group["weight_decay"] == wanted
+        assert all((p.ndim > 1) == (wanted > 0) for p in group["params"])
