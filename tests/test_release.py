@@ -19,9 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("nmeplib/models/alexnet.py", "nmeplib/models/resnet.py")
 
 
+def python_path(first: Path) -> str:
+    """PYTHONPATH that imports ``first``'s nmeplib and still finds packages installed on the path."""
+    return os.pathsep.join([str(first), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def check_in(repo: Path, *args: str) -> subprocess.CompletedProcess:
     """``python -m nmeplib check ARGS`` with ``repo``'s own nmeplib first on the path."""
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": python_path(repo)}
     return subprocess.run([sys.executable, "-m", "nmeplib", "check", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -134,7 +139,7 @@ def test_planted_missing_relu_is_named(solved):
 
 @pytest.mark.slow
 def test_release_notebook_stops_at_first_stub_with_its_hint(student, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(student), "NMEPLIB_SMOKE": "1"}
+    env = {**os.environ, "PYTHONPATH": python_path(student), "NMEPLIB_SMOKE": "1"}
     result = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "notebooks/01_datasets.ipynb",
                              str(tmp_path / "out.ipynb")], cwd=student, env=env, capture_output=True, text=True,
                             timeout=600)
