@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
 RUN_FILES = (LAST, BEST, METRICS, SUMMARY)
+SUMMARY_KEYS = ("best_val_acc", "best_epoch", "final_val_acc", "epochs", "train_time_s")  # and num_classes, config
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 STATE_KEYS = ("model", "optimizer", "schedule", "epoch", "history", "rng", "config", "num_classes")
@@ -111,6 +112,30 @@ def read_json(path: str | os.PathLike) -> dict | None:
 def best_row(history: list[dict]) -> dict | None:
     """The epoch with the highest validation accuracy (the earliest of equals)."""
     return max(history, key=lambda r: r["val_acc"]) if history else None
+
+
+def run_row(run: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, val_time: bool = False) -> dict:
+    """A run's results-table row from its history (metrics.jsonl rows) or summary.json: :data:`SUMMARY_KEYS`,
+    ``total_time_s`` (with validation; a summary has training only), ``time_per_epoch_s`` (of the total with
+    ``val_time``, else of training); a history adds ``final_train_acc``, mean ``img_per_s``, ``peak_mem_mb``."""
+    if isinstance(run, Mapping):  # a summary
+        run = {**{key: run[key] for key in SUMMARY_KEYS}, "total_time_s": run["train_time_s"]}
+    else:
+        best = best_row(run)
+        run = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "final_val_acc": run[-1]["val_acc"],
+               "epochs": len(run), "train_time_s": sum(r["train_time_s"] for r in run),
+               "total_time_s": sum(r["train_time_s"] + r.get("val_time_s", 0.0) for r in run),
+               "final_train_acc": run[-1]["train_acc"], "peak_mem_mb": max(r["peak_mem_mb"] for r in run),
+               "img_per_s": sum(r["train_img_per_s"] for r in run) / len(run)}
+    return {**run, "time_per_epoch_s": run["total_time_s" if val_time else "train_time_s"] / max(run["epochs"], 1)}
+
+
+def read_run_row(folder: str | os.PathLike, *, val_time: bool = False) -> dict | None:
+    """:func:`run_row` from a run folder's metrics.jsonl, else its summary.json; None without either."""
+    from .tracking import read_metrics  # tracking imports this module
+
+    run = (read_metrics(folder) if (Path(folder) / METRICS).is_file() else []) or read_json(Path(folder) / SUMMARY)
+    return run_row(run, val_time=val_time) if run else None
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:

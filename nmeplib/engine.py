@@ -252,10 +252,8 @@ def _end_epoch(out: Path, state: dict, tracker: Tracker, callbacks, epochs: int)
 
 
 def _write_summary(out: Path, history: list[dict], num_classes: int, config: Config, tracker: Tracker) -> None:
-    best = ckpt.best_row(history)
-    summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "final_val_acc": history[-1]["val_acc"],
-               "epochs": len(history), "train_time_s": sum(r["train_time_s"] for r in history),
-               "num_classes": num_classes, "config": config.to_dict()}
+    row = ckpt.run_row(history)
+    summary = {**{key: row[key] for key in ckpt.SUMMARY_KEYS}, "num_classes": num_classes, "config": config.to_dict()}
     ckpt.write_json(out / ckpt.SUMMARY, summary)
     tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
 

@@ -103,19 +103,14 @@ def _state(folder: Path, config: Config, keys=None) -> str:
     return "new"
 
 
-def _result_row(name: str, values: dict, folder: Path, status: str) -> dict:
-    """One results-table row from a member folder's summary.json and metrics.jsonl."""
-    summary = ckpt.read_json(folder / ckpt.SUMMARY)
-    if summary is None:
+def _result_row(name: str, values: dict, folder: Path, status: str, **extra: Any) -> dict:
+    """One results-table row: the member's values and its run's results (None for a failed member)."""
+    if status != "failed" and ckpt.read_json(folder / ckpt.SUMMARY) is None:
         raise RuntimeError(f"sweep member {name!r} finished without writing {folder / ckpt.SUMMARY}; "
                            f"does its run write into OUTPUT={folder}?")
-    rows = read_metrics(folder) if (folder / ckpt.METRICS).is_file() else []
-    total = sum(r["train_time_s"] + r["val_time_s"] for r in rows) if rows else summary["train_time_s"]
-    epochs = summary["epochs"]
-    return {"name": name, **values, "best_val_acc": summary["best_val_acc"],
-            "final_val_acc": summary["final_val_acc"], "best_epoch": summary["best_epoch"], "epochs": epochs,
-            "time_per_epoch_s": total / max(epochs, 1), "total_time_s": total, "output": str(folder),
-            "status": status}
+    run = {} if status == "failed" else ckpt.read_run_row(folder, val_time=True)
+    return {"name": name, **values, **{key: run.get(key) for key in RESULT_COLUMNS}, "output": str(folder),
+            "status": status, **extra}
 
 
 def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides] | Sequence[Overrides], *,
@@ -139,10 +134,9 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
     TRAIN.EPOCHS is passed on (and the overridden keys' values). It resumes only if it declares
     a ``resume`` parameter; otherwise an interrupted member starts again.
 
-    Rows hold ``name``, the overridden values, ``best_val_acc``, ``final_val_acc``,
-    ``best_epoch``, ``epochs``, ``time_per_epoch_s`` and ``total_time_s`` (train plus
-    validation time of the epochs in metrics.jsonl), ``output`` and ``status`` (``ran``,
-    ``skipped`` or ``failed``).
+    Rows hold ``name``, the overridden values, ``best_val_acc``, ``final_val_acc``, ``best_epoch``,
+    ``epochs``, ``time_per_epoch_s`` and ``total_time_s`` (training plus validation, see
+    ``checkpoint.run_row``), ``output`` and ``status`` (``ran``, ``skipped`` or ``failed``).
     """
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
@@ -182,8 +176,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
                 fit(config, resume=state == "partial")
         except TrainingDiverged as err:
             print(f"{name}: {err}", flush=True)
-            results.append({"name": name, **values, **dict.fromkeys(RESULT_COLUMNS), "output": str(folder),
-                            "status": "failed", "error": str(err)})
+            results.append(_result_row(name, values, folder, "failed", error=str(err)))
             continue
         results.append(_result_row(name, values, folder, "ran"))
     return results

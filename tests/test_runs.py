@@ -221,3 +221,25 @@ def test_internal_bugs_keep_their_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "fit", bug)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["train", "--config", "digits_lenet", "--output", str(tmp_path / "run")])
+
+
+def test_a_run_row_comes_from_the_epochs_else_the_summary(tmp_path):
+    import nmeplib.workbook as wb
+
+    epochs = [{"epoch": e, "val_acc": acc, "train_acc": 50.0 + e, "train_time_s": 2.0, "val_time_s": 1.0,
+               "train_img_per_s": 100.0 * e, "peak_mem_mb": 10.0 * e} for e, acc in ((1, 60.0), (2, 70.0), (3, 70.0))]
+    summary = {"best_val_acc": 70.0, "best_epoch": 2, "final_val_acc": 70.0, "epochs": 3, "train_time_s": 6.0,
+               "num_classes": 10, "config": {}}
+    assert ckpt.read_run_row(tmp_path) is None
+    ckpt.write_json(tmp_path / ckpt.SUMMARY, summary)  # no metrics.jsonl: the summary's row, without speed
+    from_summary = ckpt.read_run_row(tmp_path, val_time=True)
+    assert from_summary == {**{k: summary[k] for k in ckpt.SUMMARY_KEYS}, "total_time_s": 6.0, "time_per_epoch_s": 2.0}
+    assert wb.summary_row("a", summary) == {"run": "a", **from_summary}
+    assert wb.with_speed([{"name": "a", "output": str(tmp_path)}])[0]["img_per_s"] is None
+    ckpt.write_jsonl(tmp_path / ckpt.METRICS, epochs)
+    row = ckpt.read_run_row(tmp_path, val_time=True)  # time per epoch with validation, as sweeps report it
+    assert row == {**from_summary, "total_time_s": 9.0, "time_per_epoch_s": 3.0, "final_train_acc": 53.0,
+                   "img_per_s": 200.0, "peak_mem_mb": 30.0}
+    assert wb.run_row("a", epochs) == {"run": "a", **row, "time_per_epoch_s": 2.0}  # training time only
+    assert wb.with_speed([{"name": "a", "output": str(tmp_path)}]) == [{"name": "a", "output": str(tmp_path),
+                                                                        "img_per_s": 200.0}]

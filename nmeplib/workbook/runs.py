@@ -16,35 +16,18 @@ def read_summary(folder: str | os.PathLike) -> dict | None:
 
 
 def run_row(name: str, history: Sequence[Mapping[str, Any]]) -> dict:
-    """One results row for a finished run: final and best val accuracy, epochs and time."""
-    best = ckpt.best_row(history)
-    train_time = sum(r["train_time_s"] for r in history)
-    return {"run": name, "epochs": len(history), "final_val_acc": history[-1]["val_acc"],
-            "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-            "final_train_acc": history[-1]["train_acc"], "train_time_s": train_time,
-            "time_per_epoch_s": train_time / len(history),
-            "img_per_s": sum(r["train_img_per_s"] for r in history) / len(history),
-            "peak_mem_mb": max(r["peak_mem_mb"] for r in history)}
+    """One results row for a finished run (column ``run``), see ``checkpoint.run_row``."""
+    return {"run": name, **ckpt.run_row(history)}
 
 
 def summary_row(name: str, summary: Mapping[str, Any]) -> dict:
     """A results row like :func:`run_row` from a ``summary.json``."""
-    return {"run": name, "epochs": summary["epochs"], "final_val_acc": summary["final_val_acc"],
-            "best_val_acc": summary["best_val_acc"], "best_epoch": summary["best_epoch"],
-            "train_time_s": summary["train_time_s"],
-            "time_per_epoch_s": summary["train_time_s"] / max(summary["epochs"], 1)}
+    return {"run": name, **ckpt.run_row(summary)}
 
 
 def with_speed(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Sweep results rows plus ``img_per_s``: the members' mean training images per second."""
-    from ..tracking import read_metrics
-
-    out = []
-    for row in rows:
-        metrics = read_metrics(row["output"]) if (Path(row["output"]) / ckpt.METRICS).is_file() else []
-        speed = sum(r["train_img_per_s"] for r in metrics) / len(metrics) if metrics else None
-        out.append({**row, "img_per_s": speed})
-    return out
+    return [{**row, "img_per_s": (ckpt.read_run_row(row["output"]) or {}).get("img_per_s")} for row in rows]
 
 
 def prediction_grid(checkpoint: str | os.PathLike, *, split: str = "val", n: int = 20, seed: int = 0,
