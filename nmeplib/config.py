@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
         "ROOT": "",                 # CIFAR-10 folder or HDF5 file; empty: ./data/<dataset>
         "IMG_SIZE": 32,             # images are resized to IMG_SIZE x IMG_SIZE
         "BATCH_SIZE": 128,          # per process (per GPU under torchrun)
-        "NUM_WORKERS": 2,           # loader worker processes for HDF5 files
+        "NUM_WORKERS": 2,           # loader worker processes for HDF5 files (at most the usable cores)
         "AUGMENT": "none",          # scheme name or components joined by '+', see data/augment.py
         "CLASS_NAMES": "",          # optional class-names file for an HDF5 dataset
         "DOWNLOAD": True,           # fetch CIFAR-10 when DATA.ROOT lacks it

@@ -6,6 +6,7 @@ import os
 import random
 import resource
 import sys
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -17,6 +18,33 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may use (its affinity), shared among the processes torchrun
+    started on this machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:       # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+_FITTED: set[tuple[int, int]] = set()
+
+
+def fit_workers(requested: int) -> int:
+    """Loader worker processes for ``DATA.NUM_WORKERS=requested``: at most :func:`usable_cpus`,
+    since more processes than cores only take turns on them (the loader is no faster, and the
+    training process loses time). Says so once per process when it lowers the count."""
+    usable = usable_cpus()
+    if requested <= usable:
+        return requested
+    if (requested, usable) not in _FITTED:
+        _FITTED.add((requested, usable))
+        warnings.warn(f"DATA.NUM_WORKERS={requested} but this process may use {usable} CPU core(s); "
+                      f"the loader starts {usable} worker(s)", RuntimeWarning, stacklevel=2)
+    return usable
 
 
 def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nmeplib.data import loaders
 from nmeplib.data.augment import JITTER, Augment, colour_jitter, random_crop, random_flip
+from nmeplib.data.loaders import TensorLoader
 from nmeplib.runtime import generator
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -144,3 +146,25 @@ def test_jitter_output_stays_in_pixel_range():
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     via_augment = identity_augment("jitter")(images(size=8), generator(torch.device("cpu"), 6))
     assert float(via_augment.min()) >= 0 and float(via_augment.max()) <= 1
+
+
+@pytest.mark.parametrize("spec", ["none", "crop+flip"])
+def test_tensor_loader_chunks_give_the_batches_of_the_epochs_order(monkeypatch, spec):
+    """Augmenting many batches at once changes neither the batches' order nor their contents
+    beyond the augmentation's own draws."""
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
+    aug = Augment(spec, (0.5,) * 3, (0.25,) * 3, 8)
+
+    def epoch(chunk_bytes: int) -> list:
+        monkeypatch.setattr(loaders, "CHUNK_BYTES", chunk_bytes)
+        loader = TensorLoader(images, torch.arange(50), 8, aug, shuffle=True, drop_last=True, seed=3)
+        loader.set_epoch(1)
+        return list(loader)
+
+    per_batch, one_chunk = epoch(1), epoch(2**30)
+    assert [len(y) for _, y in per_batch] == [len(y) for _, y in one_chunk] == [8] * 6
+    for (x1, y1), (x2, y2) in zip(per_batch, one_chunk):
+        assert torch.equal(y1, y2)
+        if spec == "none":
+            assert torch.equal(x1, x2) and torch.allclose(x1, (images[y1] / 255 - 0.5) / 0.25, atol=1e-5)
+    assert torch.equal(epoch(2**30)[0][0], one_chunk[0][0])   # reproducible

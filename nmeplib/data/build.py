@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError
-from ..runtime import default_device, rank_and_world
+from ..runtime import default_device, fit_workers, rank_and_world
 from . import cifar, digits
 from .augment import Augment
 from .common import DatasetError
@@ -170,7 +170,7 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
         from .stream import HDF5Blocks
         blocks = HDF5Blocks(dataset.path, split, config.DATA.BATCH_SIZE, shuffle=shuffle, seed=config.SEED,
                             rank=rank, world_size=world, drop_last=train)
-        loader = StreamLoader(blocks, aug, num_workers=config.DATA.NUM_WORKERS, seed=config.SEED, device=device)
+        loader = StreamLoader(blocks, aug, num_workers=fit_workers(config.DATA.NUM_WORKERS), seed=config.SEED, device=device)
     if train and len(loader) == 0:
         raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the {loader.num_samples} training "
                           f"images of this process")

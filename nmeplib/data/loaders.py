@@ -8,6 +8,7 @@ same whether a run was resumed or not.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..runtime import generator
@@ -15,11 +16,23 @@ from .augment import Augment
 from .workers import SlotWorkers
 
 
+CHUNK_BYTES = 256 * 2**20  # TensorLoader augments this much float output at a time
+
+
+def augment_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's augmentation draws: a stream of its own, apart from every
+    epoch's shuffle (seeded ``seed * 1000 + epoch``)."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
+
+
 class TensorLoader:
     """Batches of a split held in memory, sharded over ``world_size`` processes.
 
     Training order is a fresh permutation per epoch (each rank gets the same number of
-    batches); evaluation order is the split's own, each rank a contiguous shard.
+    batches); evaluation order is the split's own, each rank a contiguous shard. Batches are
+    augmented in chunks of several at once (about ``CHUNK_BYTES`` of output), so the few dozen
+    kernel launches of an augmentation are paid once per chunk, not once per batch: for small
+    models on a GPU those launches, not the arithmetic, bound the speed.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, augment: Augment, *,
@@ -61,14 +74,16 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        indices = self._indices().to(self.device)
-        gen = generator(self.device, self.seed * 1000 + self.epoch + 1)
-        for start in range(0, len(indices), self.batch_size):
-            idx = indices[start:start + self.batch_size]
-            if self.drop_last and len(idx) < self.batch_size:
-                break
+        batch = self.batch_size
+        indices = self._indices().to(self.device)[:len(self) * batch]  # drop_last: whole batches only
+        gen = generator(self.device, augment_seed(self.seed, self.epoch))
+        side = max(getattr(self.augment, "img_size", 0), self.images.shape[-1])
+        chunk = batch * max(1, CHUNK_BYTES // (3 * side ** 2 * 4 * batch))   # float32 output
+        for start in range(0, len(indices), chunk):
+            idx = indices[start:start + chunk]
             # index_select copies whole images; indexing with [idx] goes element by element
-            yield self.augment(self.images.index_select(0, idx), gen), self.labels.index_select(0, idx)
+            images, labels = self.augment(self.images.index_select(0, idx), gen), self.labels.index_select(0, idx)
+            yield from zip(images.split(batch), labels.split(batch))
 
 
 class StreamLoader:
@@ -110,7 +125,7 @@ class StreamLoader:
         self.dataset.close()
 
     def __iter__(self):
-        gen = generator(self.device, self.seed * 1000 + self.epoch + 1)
+        gen = generator(self.device, augment_seed(self.seed, self.epoch))
         cuda = self.device.type == "cuda"
         for images, labels, _ in self._batches():
             if cuda:  # pinned copies, so the transfer neither waits for the GPU nor blocks the host
