@@ -27,8 +27,6 @@ region           experiment           content
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import re
