@@ -3,13 +3,15 @@ loaders, and the compute-only ceiling (the batch-size sweep is ``python -m nmepl
 
     python benchmarks/pipeline.py --cifar /data/cifar10          # CPU: about 3 minutes
     python benchmarks/pipeline.py --cifar /data/cifar10 --full   # GPU: whole epochs, time to 94%
+    python benchmarks/pipeline.py --smoke                        # the --full path on tiny sizes (CPU, CI)
 
 Columns, in images per second (same machine, data, batch size, model and optimizer step):
   plain    torchvision per-image transforms in a ``Dataset``, ``DataLoader(num_workers=2)``
   ours     ``build_loader`` batches trained with the engine's ``run_epoch``
   ceiling  the same training step on one fixed batch already on the device
 The HDF5 row times loaders alone: augmented, normalised batches delivered on the device.
-Prints one table and writes it as JSON (``--out``). See benchmarks/README.md.
+Prints a progress line per measurement, then one table, and writes it as JSON (``--out``).
+See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from nmeplib.data.hdf5 import images_key, labels_key, write_hdf5
 from nmeplib.engine import fit, run_epoch
 from nmeplib.models import build_model_from_config
 from nmeplib.optim import build_optimizer
-from nmeplib.runtime import default_device, synchronize
+from nmeplib.runtime import default_device, fit_workers, synchronize
 
 MODELS = {"lenet": 32, "alexnet": 70, "resnet18": 32}   # model -> the image size it trains at
 HDF5_SIZE = 96
@@ -47,7 +49,15 @@ LOADER_COLUMNS = ("plain", "ours", "ours/plain")
 TARGETS = {("epoch", "lenet"): {"ours/plain": 3.0, "ours/ceiling": 0.85},
            ("steps", "alexnet"): {"ours/ceiling": 0.95}, ("epoch", "alexnet"): {"ours/ceiling": 0.95},
            ("steps", "resnet18"): {"ours/ceiling": 0.95}, ("epoch", "resnet18"): {"ours/ceiling": 0.95},
-           ("loader", "hdf5"): {"ours/plain": 10.0}}
+           ("loader", "hdf5"): {"ours/plain": 10.0}, ("loader", "hdf5 shipped"): {"ours/plain": 10.0}}
+
+
+_START = time.perf_counter()
+
+
+def say(message: str) -> None:
+    """A progress line with the seconds since the benchmark started."""
+    print(f"[{time.perf_counter() - _START:5.0f} s] {message}", flush=True)
 
 
 class Take:
@@ -118,11 +128,14 @@ class PlainHDF5(Dataset):
         return self.transform(image), int(self.file[labels_key("train")][i])
 
 
-def plain_loader(dataset: Dataset, args: argparse.Namespace, persistent: bool = False) -> DataLoader:
-    """The plain recipe's loader. ``persistent`` keeps its workers up between epochs, as ours
-    do: the HDF5 row times several short epochs, the CIFAR rows less than one."""
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
-                      persistent_workers=persistent and args.workers > 0)
+def plain_loader(dataset: Dataset, args: argparse.Namespace, persistent: bool = False, *,
+                 batch_size: int | None = None, workers: int | None = None) -> DataLoader:
+    """The plain recipe's loader (``--batch-size`` and ``--workers`` unless given). ``persistent``
+    keeps its workers up between epochs, as ours do: the HDF5 rows time several short epochs,
+    the CIFAR rows less than one."""
+    workers = args.workers if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size or args.batch_size, shuffle=True, num_workers=workers,
+                      drop_last=True, persistent_workers=persistent and workers > 0)
 
 
 def train_rate(model: torch.nn.Module, initial: dict, config: Config, device: torch.device,
@@ -170,6 +183,8 @@ def cifar_train(args: argparse.Namespace) -> tuple[ImageSplit, str]:
 
 def ratios(row: dict) -> dict:
     """Add the row's ratios and, where the goals name one, its target and whether it was met."""
+    say(f"{row['row']}: " + ", ".join(f"{k} {row[k]:,.0f}" for k in ("plain", "ours", "ceiling") if k in row)
+        + " img/s")
     row["ours/plain"] = row["ours"] / row["plain"]
     if "ceiling" in row:
         row["ours/ceiling"] = row["ours"] / row["ceiling"]
@@ -192,6 +207,7 @@ def best_of(repeats: int, columns: dict[str, Callable[[], float]]) -> dict[str, 
 def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.Namespace,
               device: torch.device) -> dict:
     """plain / ours / ceiling training img/s for ``model``: ``--steps`` batches or one whole epoch."""
+    say(f"{model}: timing plain, ours and ceiling, best of {args.repeats}")
     config = model_config(model, args)
     ours = build_loader(config, "train", device=device, dataset=split)
     plain = plain_loader(PlainImages(split, MODELS[model]), args)
@@ -224,8 +240,11 @@ def hdf5_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> l
     """Loader img/s at 96 px with crop + flip: one read per image vs nmeplib's block reader.
 
     The second row reads in the training process (``DATA.NUM_WORKERS=0``), which saves passing
-    every batch between processes; the first uses as many workers as ``plain``.
+    every batch between processes; the first uses as many workers as ``plain``. The third takes
+    ``resnet18_medium_imagenet`` as shipped (batch 256, ``standard`` augmentation, 8 workers fitted
+    to the machine's cores) against the plain reader at the same batch size and worker count.
     """
+    say(f"hdf5: writing {args.hdf5_images} images of {HDF5_SIZE} px, then timing the loaders")
     path = folder / "bench.hdf5"
     rng = np.random.default_rng(0)
 
@@ -240,15 +259,26 @@ def hdf5_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> l
                                                           f"DATA.NUM_WORKERS={workers}", "DATA.AUGMENT=crop+flip"])
         return loader_rate(build_loader(config, "train", device=device), args, device)
 
+    small = args.hdf5_images < 2 * 256   # a test's tiny file: the shipped batch would not fit
+    shipped = load_config("resnet18_medium_imagenet",
+                          [f"DATA.ROOT={path}", *([f"DATA.BATCH_SIZE={args.batch_size}"] if small else [])])
+    batch, workers = shipped.DATA.BATCH_SIZE, fit_workers(shipped.DATA.NUM_WORKERS)
+
+    def plain(**sizes) -> float:
+        return loader_rate(plain_loader(PlainHDF5(str(path), HDF5_SIZE), args, persistent=True, **sizes), args,
+                           device)
+
     rates = best_of(args.repeats, {
-        "plain": lambda: loader_rate(plain_loader(PlainHDF5(str(path), HDF5_SIZE), args, persistent=True),
-                                     args, device),
-        "ours": lambda: ours(args.workers), "in_process": lambda: ours(0)})
+        "plain": plain, "ours": lambda: ours(args.workers), "in_process": lambda: ours(0),
+        "plain_shipped": lambda: plain(batch_size=batch, workers=workers),
+        "shipped": lambda: loader_rate(build_loader(shipped, "train", device=device), args, device)})
     name = f"hdf5 {HDF5_SIZE}px crop+flip"
-    return [ratios({"row": f"{name}, {args.workers} workers", "kind": "loader", "model": "hdf5",
-                    "steps": args.hdf5_steps, "plain": rates["plain"], "ours": rates["ours"]}),
-            ratios({"row": f"{name}, ours in-process", "kind": "loader", "model": "hdf5 in-process",
-                    "steps": args.hdf5_steps, "plain": rates["plain"], "ours": rates["in_process"]})]
+    rows = {f"{name}, {args.workers} workers": ("hdf5", "plain", "ours"),
+            f"{name}, ours in-process": ("hdf5 in-process", "plain", "in_process"),
+            f"hdf5 {HDF5_SIZE}px shipped, batch {batch}, {workers} wk": ("hdf5 shipped", "plain_shipped", "shipped")}
+    return [ratios({"row": row, "kind": "loader", "model": model, "steps": args.hdf5_steps,
+                    "plain": rates[plain_key], "ours": rates[ours_key]})
+            for row, (model, plain_key, ours_key) in rows.items()]
 
 
 class _Reached(Exception):
@@ -257,15 +287,18 @@ class _Reached(Exception):
 
 def time_to_accuracy(args: argparse.Namespace, folder: Path) -> dict:
     """Wall time for ``fit`` (ResNet18 on real CIFAR-10) to reach ``--target-acc`` validation accuracy."""
-    overrides = [f"DATA.ROOT={args.cifar}", "DATA.DOWNLOAD=false", f"OUTPUT={folder / 'fit'}",
-                 "WANDB.MODE=disabled", *([f"TRAIN.EPOCHS={args.acc_epochs}"] if args.acc_epochs else []),
-                 *args.acc_set]
-    config = load_config("resnet18_base", overrides)
+    data = [f"DATA.ROOT={args.cifar}", "DATA.DOWNLOAD=false"] if args.cifar else []   # smoke: digits
+    overrides = [*data, f"OUTPUT={folder / 'fit'}", "WANDB.MODE=disabled",
+                 *([f"TRAIN.EPOCHS={args.acc_epochs}"] if args.acc_epochs else []), *args.acc_set]
+    config = load_config("resnet18_base" if args.cifar else "digits_lenet", overrides)
+    say(f"time to {args.target_acc:g}%: {config.MODEL.NAME} on {config.DATA.DATASET}, at most {config.TRAIN.EPOCHS} "
+        f"epochs")
     history: list[dict] = []
     start = time.perf_counter()
 
     def check(row: dict) -> None:
         history.append({**row, "wall_s": time.perf_counter() - start})
+        say(f"  epoch {row['epoch']}: val acc {row['val_acc']:.2f}%, {history[-1]['wall_s']:.1f} s")
         if row["val_acc"] >= args.target_acc:
             raise _Reached
 
@@ -274,7 +307,8 @@ def time_to_accuracy(args: argparse.Namespace, folder: Path) -> dict:
     except _Reached:
         pass
     last = history[-1]
-    return {"model": config.MODEL.NAME, "target_acc": args.target_acc, "reached": last["val_acc"] >= args.target_acc,
+    return {"model": config.MODEL.NAME, "dataset": config.DATA.DATASET, "seed": config.SEED,
+            "target_acc": args.target_acc, "reached": last["val_acc"] >= args.target_acc,
             "epochs": last["epoch"], "epoch_cap": config.TRAIN.EPOCHS, "wall_s": last["wall_s"],
             "best_val_acc": max(r["val_acc"] for r in history),
             "train_img_per_s": sum(r["train_img_per_s"] for r in history) / len(history)}
@@ -325,32 +359,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cifar", default="", help="folder holding cifar-10-batches-py (else generated data)")
     p.add_argument("--full", action="store_true",
                    help="GPU run: batch 256, whole epochs for every model, more HDF5 batches, time to accuracy")
+    p.add_argument("--smoke", action="store_true",
+                   help="the --full path on tiny sizes: a check that it runs end to end (CPU, under a minute); "
+                        "without --cifar it times accuracy on the bundled digits")
     p.add_argument("--batch-size", type=int, help="per step, all columns (default 128; 256 with --full)")
     p.add_argument("--steps", type=int, help="timed batches per model row (default 2); 0: whole epochs")
     p.add_argument("--warmup", type=int, help="untimed batches before each measurement (default 1; 5 with --full)")
     p.add_argument("--repeats", type=int, help="every row keeps the best of this many turns per column "
                                                "(default 3; 2 with --full)")
-    p.add_argument("--min-seconds", type=float, default=2.0,
+    p.add_argument("--min-seconds", type=float,
                    help="step rows and the HDF5 row time at least this long, adding batches past --steps")
     p.add_argument("--workers", type=int, default=2, help="loader worker processes, plain and ours")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the training process (0: torch's default)")
-    p.add_argument("--images", type=int, default=50000, help="generated training images without --cifar")
-    p.add_argument("--hdf5-images", type=int, help="images in the generated HDF5 file (default 6144)")
+    p.add_argument("--images", type=int, help="generated training images without --cifar (default 50000)")
+    p.add_argument("--hdf5-images", type=int, help="images in the generated HDF5 file (default 20480, more than "
+                                                   "the loader buffers; 32768 with --full)")
     p.add_argument("--hdf5-steps", type=int, help="timed HDF5 batches (default 20)")
     p.add_argument("--time-to-acc", action="store_true", help="also time fit to --target-acc (on with --full)")
     p.add_argument("--target-acc", type=float, default=94.0)
-    p.add_argument("--acc-epochs", type=int, default=0, help="epoch cap for --time-to-acc (0: the config's)")
+    p.add_argument("--acc-epochs", type=int, help="epoch cap for --time-to-acc (default 0: the config's)")
     p.add_argument("--acc-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for --time-to-acc, e.g. TRAIN.COMPILE=true")
     p.add_argument("--out", default="benchmarks/results/pipeline.json")
     args = p.parse_args(argv)
-    full = args.full
-    defaults = {"batch_size": (128, 256), "steps": (2, 0), "warmup": (1, 5), "repeats": (3, 2),
-                "hdf5_images": (6144, 32768), "hdf5_steps": (20, 100)}   # name: (default, with --full)
-    for name, (default, full_default) in defaults.items():
+    # name: (default, with --full, with --smoke)
+    defaults = {"batch_size": (128, 256, 32), "steps": (2, 0, 0), "warmup": (1, 5, 1), "repeats": (3, 2, 1),
+                "hdf5_images": (20480, 32768, 512), "hdf5_steps": (20, 100, 2), "images": (50000, 50000, 128),
+                "min_seconds": (2.0, 2.0, 0.0), "acc_epochs": (0, 0, 1)}
+    column = 2 if args.smoke else int(args.full)
+    for name, values in defaults.items():
         if getattr(args, name) is None:
-            setattr(args, name, full_default if full else default)
-    args.time_to_acc = args.time_to_acc or full
+            setattr(args, name, values[column])
+    args.time_to_acc = args.time_to_acc or args.full or args.smoke
     return args
 
 
@@ -381,13 +421,13 @@ def run(args: argparse.Namespace) -> dict:
         rows += hdf5_rows(args, device, Path(tmp))
         if not whole:
             rows.append(model_row("lenet", split, True, args, device))
-        acc = time_to_accuracy(args, Path(tmp)) if args.time_to_acc and args.cifar else None
+        acc = time_to_accuracy(args, Path(tmp)) if args.time_to_acc and (args.cifar or args.smoke) else None
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "load_avg": list(load_before), "load_avg_after": list(os.getloadavg()),
             "torch": torch.__version__, "data": source, "batch_size": args.batch_size, "warmup": args.warmup,
             "steps": args.steps, "min_seconds": args.min_seconds, "repeats": args.repeats, "workers": args.workers,
-            "full": args.full,
+            "full": args.full, "smoke": args.smoke,
             "time_to_acc": None if acc or not args.time_to_acc else "skipped: needs --cifar"}
     return {"meta": meta, "rows": rows, "time_to_accuracy": acc}
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import load_benchmark as _load_benchmark, write_cifar
 
 
@@ -16,6 +18,7 @@ def test_benchmark_reports_every_row_and_column(tmp_path):
     assert "GENERATED" in result["meta"]["data"] and len(result["meta"]["load_avg"]) == 3
     rows = {(r["kind"], r["model"]): r for r in result["rows"]}
     expected = [("steps", m) for m in bench.MODELS] + [("loader", "hdf5"), ("loader", "hdf5 in-process"),
+                                                        ("loader", "hdf5 shipped"),
                                                         ("epoch", "lenet")]
     assert sorted(rows) == sorted(expected)
     for key, row in rows.items():
@@ -34,3 +37,18 @@ def test_time_to_accuracy_runs_fit(tmp_path):
     acc = bench.time_to_accuracy(args, tmp_path / "work")
     assert acc["model"] == "lenet" and acc["epochs"] == 1 and acc["epoch_cap"] == 1
     assert acc["reached"] is False and acc["wall_s"] > 0 and acc["train_img_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_smoke_runs_the_full_path_with_progress(tmp_path, capsys):
+    bench = _load_benchmark()
+    out = tmp_path / "pipeline.json"
+    bench.main(["--smoke", "--threads", "1", "--workers", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["meta"]["smoke"] and result["meta"]["steps"] == 0      # whole epochs, as --full
+    assert {(r["kind"], r["model"]) for r in result["rows"]} == {("epoch", m) for m in bench.MODELS} | {
+        ("loader", "hdf5"), ("loader", "hdf5 in-process"), ("loader", "hdf5 shipped")}
+    acc = result["time_to_accuracy"]
+    assert acc["dataset"] == "digits" and acc["epochs"] == 1 and acc["wall_s"] > 0
+    printed = capsys.readouterr().out
+    assert printed.count(" img/s\n") >= 6 and "epoch 1: val acc" in printed   # a line per row and per epoch
