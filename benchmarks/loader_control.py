@@ -1,20 +1,22 @@
-"""The HDF5 loader against its control: nmeplib's ``StreamLoader`` vs a stock ``DataLoader``.
+"""The HDF5 loader against its control: nmeplib's ``StreamLoader`` vs a plain ``DataLoader``.
 
     python benchmarks/loader_control.py                      # CPU: about 3 minutes on 2 cores
-    python benchmarks/loader_control.py --workers 0 2 8 --images 32768
+    python benchmarks/loader_control.py --workers 0 4 8 --repeats 2 --epochs 3   # the GPU figures
 
 Both read the same ``HDF5Blocks`` stream of a generated MediumImageNet-schema file and apply
-the same batched crop + flip on the device; the columns differ only in how batches cross from
-the reading processes to the training process:
+the same batched crop + flip on the device:
 
-  stream      ``nmeplib.data.loaders.StreamLoader`` (what ``build_loader`` returns)
+  stream      ``nmeplib.data.loaders.StreamLoader`` (what ``build_loader`` returns): in-process
+              with 0 workers, otherwise a wrapped ``DataLoader`` like the one below, plus its
+              shared-memory check, stall timeout and error reports
   dataloader  ``DataLoader(blocks, batch_size=None, num_workers=N, persistent_workers=True,
               pin_memory=<on CUDA>)``, then the same augmentation
 
-Each turn builds a fresh loader and runs ``--epochs`` whole epochs, so worker start-up counts as
-it does in training; the paths take turns and each keeps its best turn. Prints img/s over all
-epochs, of the first epoch (start-up included) and of the later ones, and images per CPU second
-of all the loader's processes together (steadier than img/s on a busy machine). See benchmarks/README.md.
+So the columns measure what the wrapping costs (it should be nothing). Each turn builds a fresh
+loader and runs ``--epochs`` whole epochs, so worker start-up counts as it does in training; the
+paths take turns and each keeps its best turn. Prints img/s over all epochs, of the first epoch
+(start-up included) and of the later ones, and images per CPU second of all the loader's
+processes together (steadier than img/s on a busy machine). See benchmarks/README.md.
 """
 from __future__ import annotations
 

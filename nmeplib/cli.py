@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, OutputError
     from .data import DatasetError
-    from .data.workers import WorkerError
+    from .data.loaders import WorkerError, worker_error
     from .engine import TrainingDiverged
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -229,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, CheckpointError, OutputError, TrainingDiverged, WorkerError,
             FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:   # a loader worker that died while the training step ran
+        failure = worker_error(err)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)

@@ -2,20 +2,27 @@
 
 ``TensorLoader`` keeps a whole split as one uint8 tensor on the device (CIFAR-10 is 150 MB)
 and cuts batches by indexing it; ``StreamLoader`` reads an HDF5 file in contiguous blocks in
-worker processes and moves uint8 batches to the device. Both augment there, batched, and
-both draw every random number from generators seeded by (seed, epoch), so an epoch is the
-same whether a run was resumed or not.
+the worker processes of a stock ``DataLoader`` and moves uint8 batches to the device. Both
+augment there, batched, and both draw every random number from generators seeded by (seed,
+epoch), so an epoch is the same whether a run was resumed or not.
 """
 from __future__ import annotations
 
+import shutil
+from typing import Iterator
+
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..runtime import generator
 from .augment import Augment
-from .workers import SlotWorkers
+from .common import DatasetError
 
-
+STALL_S = 600.0   # loader workers that deliver nothing for this long are stuck (a hung file system, say)
+SHM = "/dev/shm"
+SHM_ADVICE = ("lower DATA.NUM_WORKERS or DATA.BATCH_SIZE, read in-process with DATA.NUM_WORKERS=0, "
+              "or give the container more (docker --shm-size)")
 CHUNK_BYTES = 256 * 2**20  # TensorLoader augments this much float output at a time
 
 
@@ -86,9 +93,62 @@ class TensorLoader:
             yield from zip(images.split(batch), labels.split(batch))
 
 
+class WorkerError(RuntimeError):
+    """A loader worker raised, died or stalled."""
+
+
+def worker_error(err: BaseException, stall_s: float = STALL_S) -> WorkerError | None:
+    """``err`` as a ``WorkerError`` saying what to do, if it is a ``DataLoader`` worker failure.
+
+    The DataLoader raises its workers' failures as the exception's type with the worker's
+    traceback, a death (even one noticed between batches, by its SIGCHLD handler) and a
+    timeout as RuntimeErrors; a bus error or a full /dev/shm means too little shared memory.
+    """
+    while isinstance(err.__cause__, RuntimeError) and "DataLoader worker" in str(err.__cause__):
+        err = err.__cause__               # "killed by signal: Bus error" under "exited unexpectedly"
+    text = str(err)
+    if text.startswith("DataLoader timed out"):
+        return WorkerError(f"the loader workers delivered nothing for {stall_s:g} s and were stopped: reading "
+                           f"the data hangs (a stalled file system?); try DATA.NUM_WORKERS=0")
+    if "DataLoader worker" not in text:
+        return None
+    shm = any(s in text for s in ("Bus error", "shared memory", "No space left on device"))
+    hint = f"\nmost likely too little shared memory in {SHM}: {SHM_ADVICE}" if shm else ""
+    return WorkerError(f"a loader worker failed: {text}{hint}")
+
+
+def check_shared_memory(nbytes: int) -> None:
+    """Refuse clearly, rather than die of a bus error later, when /dev/shm cannot hold ``nbytes``."""
+    try:
+        free = shutil.disk_usage(SHM).free
+    except OSError:
+        return                            # no /dev/shm to ask (not Linux)
+    if nbytes > free:
+        raise WorkerError(f"the loader workers need at least {nbytes / 2**20:.0f} MiB of shared memory but "
+                          f"{SHM} has {free / 2**20:.0f} MiB free; {SHM_ADVICE}")
+
+
+class _Reported(IterableDataset):
+    """A dataset as a worker iterates it: a DatasetError comes back as an item rather than as the
+    DataLoader's worker traceback, so the training process raises it with its one-line message."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __iter__(self):
+        try:
+            yield from self.dataset
+        except DatasetError as err:
+            yield DatasetError(f"{err} (in loader worker {get_worker_info().id})")
+
+
 class StreamLoader:
-    """Batches streamed from an ``HDF5Blocks`` dataset, read in ``num_workers`` processes
-    (``SlotWorkers``) or, with 0, in this process."""
+    """Batches streamed from an ``HDF5Blocks`` dataset, read in-process (``num_workers=0``) or by a
+    ``DataLoader`` whose ``num_workers`` processes each open the file and read their share of the
+    blocks. The workers stay up between epochs and follow ``set_epoch`` (the dataset keeps the
+    epoch in shared memory). A worker that raises, dies or delivers nothing for ``STALL_S``
+    seconds stops them all with a ``WorkerError`` (a ``DatasetError`` keeps its type and message).
+    """
 
     def __init__(self, dataset, augment: Augment, *, num_workers: int, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
@@ -96,7 +156,7 @@ class StreamLoader:
         self.device = torch.device(device)
         self.num_workers = num_workers
         self.epoch = 0
-        self._workers: SlotWorkers | None = None
+        self._workers: DataLoader | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -109,28 +169,45 @@ class StreamLoader:
     def num_samples(self) -> int:
         return self.dataset.num_samples
 
-    def _batches(self):
-        if not self.num_workers:
-            return self.dataset.batches(0, 1)
-        if self._workers is None:   # the slots are allocated once and reused every epoch
-            shape = (3, self.dataset.img_size, self.dataset.img_size)
-            self._workers = SlotWorkers(self.dataset, self.num_workers, shape)
-        return iter(self._workers)
+    def _start(self) -> DataLoader:
+        b, size = self.dataset.batch_size, self.dataset.img_size
+        check_shared_memory(self.num_workers * 2 * b * (3 * size * size + 16))  # 2 batches in flight per worker
+        return DataLoader(_Reported(self.dataset), batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=True, prefetch_factor=2, pin_memory=self.device.type == "cuda",
+                          timeout=STALL_S)
+
+    def _from_workers(self) -> Iterator[list[torch.Tensor]]:
+        if self._workers is None:
+            self._workers = self._start()
+        stall_s, batches = self._workers.timeout, iter(self._workers)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as err:
+                self.close()              # stuck or gone: the next iteration starts afresh
+                failure = worker_error(err, stall_s)
+                if failure is None:
+                    raise
+                raise failure from err
+            if isinstance(batch, DatasetError):
+                self.close()
+                raise batch
+            yield batch
 
     def close(self) -> None:
         """Stop the worker processes and close the file (both reopen on the next iteration)."""
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
+        workers, self._workers = self._workers, None
+        if workers is not None and workers._iterator is not None:
+            workers._iterator._shutdown_workers()   # the DataLoader's own stop: ask, wait, then SIGTERM
         self.dataset.close()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = generator(self.device, augment_seed(self.seed, self.epoch))
         cuda = self.device.type == "cuda"
-        for images, labels, _ in self._batches():
-            if cuda:  # pinned copies, so the transfer neither waits for the GPU nor blocks the host
-                images = images.pin_memory().to(self.device, non_blocking=True)
-                labels = labels.pin_memory().to(self.device, non_blocking=True)
-            else:     # the images become a new float tensor below; the labels are copied out of the slot
-                labels = labels.to(self.device, copy=True)
-            yield self.augment(images, gen), labels
+        for images, labels, _ in self._from_workers() if self.num_workers else iter(self.dataset):
+            if cuda and not images.is_pinned():   # pinned, so the copy neither waits for the GPU nor blocks
+                images, labels = images.pin_memory(), labels.pin_memory()
+            images = images.to(self.device, non_blocking=True)
+            yield self.augment(images, gen), labels.to(self.device, non_blocking=True)
