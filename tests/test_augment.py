@@ -168,3 +168,18 @@ def test_tensor_loader_chunks_give_the_batches_of_the_epochs_order(monkeypatch, 
         if spec == "none":
             assert torch.equal(x1, x2) and torch.allclose(x1, (images[y1] / 255 - 0.5) / 0.25, atol=1e-5)
     assert torch.equal(epoch(2**30)[0][0], one_chunk[0][0])   # reproducible
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spec", ["crop", "flip", "crop+flip", "jitter", "erase", "jitter+flip+erase"])
+def test_every_draw_comes_from_the_given_generator(device, spec):
+    """The same generator seed gives the same augmentation whatever the global RNG did in
+    between: what makes a resumed epoch equal an uninterrupted one."""
+    x, aug, outs = images(64, device=device), identity_augment(spec), []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        if device == "cuda":
+            torch.cuda.manual_seed(global_seed)
+        outs.append(aug(x, generator(torch.device(device), 7)))
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], aug(x, generator(torch.device(device), 8)))   # and it does draw
