@@ -1,12 +1,15 @@
 """Batched augmentation, one component at a time, on generated uint8 batches: flip, crop, jitter."""
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nmeplib.data import loaders
-from nmeplib.data.augment import JITTER, Augment, colour_jitter, random_crop, random_flip
+from nmeplib.data.augment import ERASE_AREA, JITTER, Augment, colour_jitter, parse_augment, random_crop, random_flip
 from nmeplib.data.loaders import TensorLoader
 from nmeplib.runtime import generator
 
@@ -53,9 +56,9 @@ def all_offsets(offsets: torch.Tensor, pad: int) -> bool:
     return seen == {(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)}
 
 
-def identity_augment(spec: str) -> Augment:
+def identity_augment(spec: str, size: int = 8) -> Augment:
     """``spec`` with mean 0, std 1 and no resize: the output times 255 is the augmented uint8 image."""
-    return Augment(spec, (0.0,) * 3, (1.0,) * 3, img_size=8)
+    return Augment(spec, (0.0,) * 3, (1.0,) * 3, img_size=size)
 
 
 def as_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -183,3 +186,33 @@ def test_every_draw_comes_from_the_given_generator(device, spec):
         outs.append(aug(x, generator(torch.device(device), 7)))
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], aug(x, generator(torch.device(device), 8)))   # and it does draw
+
+
+def test_augment_crops_with_an_eighth_of_the_side_as_padding():
+    x = images(400, size=32, seed=3)
+    offsets, _ = crop_offsets(x, as_uint8(identity_augment("crop", 32)(x, generator(torch.device("cpu"), 0))), pad=4)
+    assert all_offsets(offsets, 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_erase_blanks_one_rectangle_in_about_half_the_images(device):
+    x = images(N, size=16, device=device)
+    out = identity_augment("erase", 16)(x, generator(torch.device(device), 0))
+    erased = (as_uint8(out) == 0).all(1)                      # N,h,w: pixels blanked in every channel
+    assert torch.equal(as_uint8(out)[~erased[:, None].expand_as(out)], x[~erased[:, None].expand_as(out)])
+    hit = erased.flatten(1).any(1)
+    assert LOW <= int(hit.sum()) <= HIGH                       # ERASE_P = 1/2
+    for mask in erased[hit].cpu():
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        h, w = len(rows), len(cols)
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and int(mask.sum()) == h * w   # a rectangle
+        assert 1 <= h * w <= ERASE_AREA[1] * 16 * 16 and max(h / w, w / h) <= math.exp(1.2) * 2
+    areas = erased[hit].flatten(1).sum(1).float() / 256
+    assert areas.max() > 0.5 * ERASE_AREA[1] and areas.min() < 2 * ERASE_AREA[0]   # the whole range is drawn
+
+
+@pytest.mark.parametrize("spec, named", [("crop+twirl", "twirl"), ("", "''"), ("+", "'+'")])
+def test_unknown_augmentation_names_it_and_the_choices(spec, named):
+    with pytest.raises(ValueError, match=rf"^unknown augmentation {re.escape(named)}; use one of none, course, "
+                                         rf"standard or components crop, flip, jitter, erase, .* joined by '\+'$"):
+        parse_augment(spec)

@@ -233,7 +233,8 @@ def execute(name: str, *, front_end: bool) -> list:
     return [out for cell in code_cells(nb) for out in cell.outputs]
 
 
-def test_progress_is_widgets_in_jupyterlab_and_quiet_headless():
+def test_progress_is_widgets_in_jupyterlab_and_quiet_headless(tmp_path, monkeypatch):
+    monkeypatch.setenv("NMEPLIB_RUNS", str(tmp_path))   # its own runs: a finished one would be read back, untrained
     shown = execute("03_training", front_end=True)
     assert sum(WIDGET in out.get("data", {}) for out in shown) >= 2   # a bar per training and per validation
     headless = execute("03_training", front_end=False)
