@@ -1,5 +1,6 @@
 """``python -m nmeplib reproduce``: the plan, skipping and resuming by manifest, a smoke run
 through papermill, and the course server's data layouts."""
+import io
 import json
 import os
 import subprocess
@@ -103,6 +104,28 @@ def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path, capsys):
     # the same command again: finished with the same parameters, so nothing runs
     assert rp.main(args) == 0
     assert "finished earlier with the same parameters" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_whole_chain_then_the_worksheet_from_its_folder(tmp_path, capsys):
+    """``reproduce --smoke`` runs every experiment (07 on the demo HDF5 file), and ``worksheet``
+    rewrites every results region of a copy of worksheet.md from that one folder."""
+    from nmeplib import worksheet as ws
+
+    out = tmp_path / "results"
+    assert rp.main([str(out), "--smoke", "--param", "epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    for i, name in enumerate(rp.EXPERIMENTS, 1):
+        assert f"[{i}/{len(rp.EXPERIMENTS)}] {name}" in printed
+        manifest = json.loads((out / name / rp.MANIFEST).read_text())
+        assert manifest["state"] == "finished" and manifest["smoke"] is True
+        assert (out / name / f"{name}.ipynb").is_file() and (out / name / rp.RESULTS).is_file()
+    sheet = tmp_path / "worksheet.md"
+    sheet.write_text((ROOT / "worksheet.md").read_text())
+    fates = ws.regenerate(out, sheet, stream=io.StringIO())
+    assert fates and not [name for name, fate in fates.items() if fate.startswith("kept")], fates
+    assert sheet.read_text().count("SMOKE MODE") >= len(fates)
+    assert list((tmp_path / ws.FIGURES).glob("*.png"))
 
 
 # ----------------------------------------------------------------------------- course data layouts
