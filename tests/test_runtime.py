@@ -40,3 +40,12 @@ def test_workers_fitted_to_the_cores_and_said_once(cores, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")     # the second time it says nothing
         assert build_loader(config, "val", device="cpu").num_workers == 4
+
+
+def test_a_small_machine_reads_in_process_when_asked_for_more_workers(cores, monkeypatch):
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runtime.fit_workers(2) == 2             # as many as cores: as asked
+    with pytest.warns(RuntimeWarning, match=r"may use 2 CPU core\(s\); the loader reads in this process"):
+        assert runtime.fit_workers(8) == 0
