@@ -159,7 +159,7 @@ def test_tensor_loader_chunks_give_the_batches_of_the_epochs_order(monkeypatch, 
     aug = Augment(spec, (0.5,) * 3, (0.25,) * 3, 8)
 
     def epoch(chunk_bytes: int) -> list:
-        monkeypatch.setattr(loaders, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setitem(loaders.CHUNK_BYTES, "cpu", chunk_bytes)
         loader = TensorLoader(images, torch.arange(50), 8, aug, shuffle=True, drop_last=True, seed=3)
         loader.set_epoch(1)
         return list(loader)
