@@ -190,29 +190,53 @@ def test_every_draw_comes_from_the_given_generator(device, spec):
 
 def test_augment_crops_with_an_eighth_of_the_side_as_padding():
     x = images(400, size=32, seed=3)
-    offsets, _ = crop_offsets(x, as_uint8(identity_augment("crop", 32)(x, generator(torch.device("cpu"), 0))), pad=4)
-    assert all_offsets(offsets, 4)
+    offsets, flipped = crop_offsets(x, as_uint8(identity_augment("crop", 32)(x, generator(torch.device("cpu"), 0))),
+                                    pad=4)
+    assert all_offsets(offsets, 4) and not flipped.any()
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_erase_blanks_one_rectangle_in_about_half_the_images(device):
-    x = images(N, size=16, device=device)
-    out = identity_augment("erase", 16)(x, generator(torch.device(device), 0))
+@pytest.mark.parametrize("size", [8, 16])
+def test_erase_blanks_one_rectangle_in_about_half_the_images(device, size):
+    x = images(N, size=size, device=device)
+    out = identity_augment("erase", size)(x, generator(torch.device(device), 0))
     erased = (as_uint8(out) == 0).all(1)                      # N,h,w: pixels blanked in every channel
     assert torch.equal(as_uint8(out)[~erased[:, None].expand_as(out)], x[~erased[:, None].expand_as(out)])
     hit = erased.flatten(1).any(1)
     assert LOW <= int(hit.sum()) <= HIGH                       # ERASE_P = 1/2
+    boxes = []
     for mask in erased[hit].cpu():
         rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
         h, w = len(rows), len(cols)
         assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and int(mask.sum()) == h * w   # a rectangle
-        assert 1 <= h * w <= ERASE_AREA[1] * 16 * 16 and max(h / w, w / h) <= math.exp(1.2) * 2
-    areas = erased[hit].flatten(1).sum(1).float() / 256
+        assert 1 <= h * w <= ERASE_AREA[1] * size * size and max(h / w, w / h) <= math.exp(1.2) * 2
+        boxes.append((int(rows[0]), int(cols[0]), h, w))
+    top, left, h, w = (torch.tensor(v) for v in zip(*boxes))
+    areas = (h * w).float() / size ** 2
     assert areas.max() > 0.5 * ERASE_AREA[1] and areas.min() < 2 * ERASE_AREA[0]   # the whole range is drawn
+    assert (h > w).any() and (w > h).any() and min(h.min(), w.min()) == 1           # tall, wide, and thin ones
+    assert (top > 0).any() and (left > 0).any()                                       # anywhere in the image,
+    assert (top + h == size).any() and (left + w == size).any()                       # up to its edges
 
 
-@pytest.mark.parametrize("spec, named", [("crop+twirl", "twirl"), ("", "''"), ("+", "'+'")])
+@pytest.mark.parametrize("spec, named", [("crop+twirl", "twirl"), ("twirl+crop+spin", "twirl, spin"), ("", "''"),
+                                         ("+", "'+'")])
 def test_unknown_augmentation_names_it_and_the_choices(spec, named):
     with pytest.raises(ValueError, match=rf"^unknown augmentation {re.escape(named)}; use one of none, course, "
                                          rf"standard or components crop, flip, jitter, erase, .* joined by '\+'$"):
         parse_augment(spec)
+
+
+def test_two_policies_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"^'autoaugment\+randaugment' names more than one of autoaugment, "
+                                         r"randaugment, trivialaugment$"):
+        parse_augment("autoaugment+randaugment")
+
+
+def test_shrinking_averages_away_detail():
+    """Resizing down is antialiased: 64 px noise shrunk to 16 px is close to its mean, not a
+    sample of every fourth pixel."""
+    noise = images(16, size=64, seed=5)
+    out = Augment("none", (0.0,) * 3, (1.0,) * 3, img_size=16, train=False)(noise)
+    assert out.shape == (16, 3, 16, 16)
+    assert abs(float(out.mean()) - float(noise.float().mean() / 255)) < 0.01 and float(out.std()) < 0.1
