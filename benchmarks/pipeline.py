@@ -43,13 +43,15 @@ from nmeplib.runtime import default_device, fit_workers, synchronize
 
 MODELS = {"lenet": 32, "alexnet": 70, "resnet18": 32}   # model -> the image size it trains at
 HDF5_SIZE = 96
+KAGGLE_TRAIN_IMAGES = 1_500_000   # MediumImageNet's training split
 TRAIN_COLUMNS = ("plain", "ours", "ceiling", "ours/plain", "ours/ceiling")
 LOADER_COLUMNS = ("plain", "ours", "ours/plain")
 # Targets: (row kind, model) -> minimum ratios.
 TARGETS = {("epoch", "lenet"): {"ours/plain": 3.0, "ours/ceiling": 0.85},
            ("steps", "alexnet"): {"ours/ceiling": 0.95}, ("epoch", "alexnet"): {"ours/ceiling": 0.95},
            ("steps", "resnet18"): {"ours/ceiling": 0.95}, ("epoch", "resnet18"): {"ours/ceiling": 0.95},
-           ("loader", "hdf5"): {"ours/plain": 10.0}, ("loader", "hdf5 shipped"): {"ours/plain": 10.0}}
+           ("loader", "hdf5"): {"ours/plain": 10.0}, ("loader", "hdf5 shipped"): {"ours/plain": 10.0},
+           ("epoch", "resnet18 hdf5"): {"ours/ceiling": 0.95}}
 
 
 _START = time.perf_counter()
@@ -185,7 +187,8 @@ def ratios(row: dict) -> dict:
     """Add the row's ratios and, where the goals name one, its target and whether it was met."""
     say(f"{row['row']}: " + ", ".join(f"{k} {row[k]:,.0f}" for k in ("plain", "ours", "ceiling") if k in row)
         + " img/s")
-    row["ours/plain"] = row["ours"] / row["plain"]
+    if "plain" in row:
+        row["ours/plain"] = row["ours"] / row["plain"]
     if "ceiling" in row:
         row["ours/ceiling"] = row["ours"] / row["ceiling"]
     target = TARGETS.get((row["kind"], row["model"]))
@@ -204,14 +207,10 @@ def best_of(repeats: int, columns: dict[str, Callable[[], float]]) -> dict[str, 
     return rates
 
 
-def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.Namespace,
-              device: torch.device) -> dict:
-    """plain / ours / ceiling training img/s for ``model``: ``--steps`` batches or one whole epoch."""
-    say(f"{model}: timing plain, ours and ceiling, best of {args.repeats}")
-    config = model_config(model, args)
-    ours = build_loader(config, "train", device=device, dataset=split)
-    plain = plain_loader(PlainImages(split, MODELS[model]), args)
-    net = build_model_from_config(config, split.num_classes, device)
+def train_columns(config: Config, ours: Iterable, plain: Iterable | None, num_classes: int, whole_epoch: bool,
+                  args: argparse.Namespace, device: torch.device) -> tuple[dict[str, float], int]:
+    """(img/s of ``plain`` (if given), ``ours`` and the ceiling, timed steps) for ``config``'s model."""
+    net = build_model_from_config(config, num_classes, device)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     ready = itertools.repeat(next(iter(ours)))   # the ceiling's fixed batch
     steps, min_s = (len(ours), 0.0) if whole_epoch else (args.steps, args.min_seconds)
@@ -229,11 +228,51 @@ def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.N
             stream.close()   # stops the plain loader's workers
         return rate
 
-    rates = best_of(args.repeats, {"plain": lambda: column(plain), "ours": lambda: column(ours),
-                                   "ceiling": lambda: column(None)})
+    columns = {"plain": lambda: column(plain)} if plain is not None else {}
+    columns.update(ours=lambda: column(ours), ceiling=lambda: column(None))
+    return best_of(args.repeats, columns), steps
+
+
+def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.Namespace,
+              device: torch.device) -> dict:
+    """plain / ours / ceiling training img/s for ``model``: ``--steps`` batches or one whole epoch."""
+    say(f"{model}: timing plain, ours and ceiling, best of {args.repeats}")
+    config = model_config(model, args)
+    ours = build_loader(config, "train", device=device, dataset=split)
+    plain = plain_loader(PlainImages(split, MODELS[model]), args)
+    rates, steps = train_columns(config, ours, plain, split.num_classes, whole_epoch, args, device)
     what = "1 epoch" if whole_epoch else "steps"
     return ratios({"row": f"{model} {MODELS[model]}px, {what}", "kind": "epoch" if whole_epoch else "steps",
                    "model": model, "steps": steps, **rates})
+
+
+def kaggle_row(args: argparse.Namespace, device: torch.device, folder: Path) -> dict:
+    """ResNet18 trained at 96 px for one whole epoch of a generated MediumImageNet-schema file
+    (``--kaggle-images``, 200 classes) read by ``build_loader`` with ``resnet18_medium_imagenet``'s
+    own settings (workers fitted to the machine), against the same step on one batch on the device.
+    Adds the projected time of one epoch of the real 1.5M-image file and the read rate it needs."""
+    say(f"kaggle: writing {args.kaggle_images} images of {HDF5_SIZE} px, then one epoch of ResNet18")
+    path = folder / "kaggle.hdf5"
+    rng = np.random.default_rng(1)
+
+    def part(k: int):
+        return rng.integers(0, 256, (k, 3, HDF5_SIZE, HDF5_SIZE), dtype=np.uint8), rng.integers(0, 200, k)
+
+    write_hdf5(path, {"train": part(args.kaggle_images), "val": part(256), "test": (part(256)[0], None)},
+               class_names=[f"class_{i:03d}" for i in range(200)])
+    config = load_config("resnet18_medium_imagenet", [f"DATA.ROOT={path}", "WANDB.MODE=disabled",
+                                                      *(["DATA.BATCH_SIZE=8"] if args.smoke else [])])
+    ours = build_loader(config, "train", device=device)
+    rates, steps = train_columns(config, ours, None, 200, True, args, device)
+    ours.close()
+    row = ratios({"row": f"resnet18 {HDF5_SIZE}px hdf5, 1 epoch", "kind": "epoch", "model": "resnet18 hdf5",
+                  "steps": steps, "images": args.kaggle_images, "batch_size": config.DATA.BATCH_SIZE,
+                  "workers": ours.num_workers, **rates})
+    row["real_epoch_s"] = KAGGLE_TRAIN_IMAGES / row["ours"]
+    row["read_mb_per_s"] = row["ours"] * 3 * HDF5_SIZE ** 2 / 2**20
+    say(f"  one epoch of the real file ({KAGGLE_TRAIN_IMAGES:,} images): {row['real_epoch_s'] / 60:.1f} min, "
+        f"reading {row['read_mb_per_s']:,.0f} MB/s")
+    return row
 
 
 def hdf5_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> list[dict]:
@@ -346,6 +385,12 @@ def table(result: dict) -> str:
         target = f"{row['target']}: {'met' if row['met'] else 'MISSED'}" if "target" in row else ""
         lines.append(f"{row['row']:38} {_cell(row, 'plain'):>8} {_cell(row, 'ours'):>8} {_cell(row, 'ceiling'):>8} "
                      f"{_cell(row, 'ours/plain'):>10} {_cell(row, 'ours/ceiling'):>9}  {target}")
+    for row in result["rows"]:
+        if "real_epoch_s" in row:
+            lines += ["", f"{row['row']}: {row['images']:,} generated images, batch {row['batch_size']}, "
+                          f"{row['workers']} loader workers; one epoch of the real file ({KAGGLE_TRAIN_IMAGES:,} "
+                          f"images) at this rate: {row['real_epoch_s'] / 60:.1f} min, reading "
+                          f"{row['read_mb_per_s']:,.0f} MB/s of pixels"]
     acc = result.get("time_to_accuracy")
     if acc:
         state = "reached" if acc["reached"] else f"NOT reached (best {acc['best_val_acc']:.2f}%)"
@@ -376,6 +421,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hdf5-images", type=int, help="images in the generated HDF5 file (default 20480, more than "
                                                    "the loader buffers; 32768 with --full)")
     p.add_argument("--hdf5-steps", type=int, help="timed HDF5 batches (default 20)")
+    p.add_argument("--kaggle-images", type=int,
+                   help="images in the generated file of the ResNet18-from-HDF5 row (with --full 100000, "
+                        "--smoke 32 at batch 8; default 0: no such row)")
     p.add_argument("--time-to-acc", action="store_true", help="also time fit to --target-acc (on with --full)")
     p.add_argument("--target-acc", type=float, default=94.0)
     p.add_argument("--acc-epochs", type=int, help="epoch cap for --time-to-acc (default 0: the config's)")
@@ -386,7 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # name: (default, with --full, with --smoke)
     defaults = {"batch_size": (128, 256, 32), "steps": (2, 0, 0), "warmup": (1, 5, 1), "repeats": (3, 2, 1),
                 "hdf5_images": (20480, 32768, 512), "hdf5_steps": (20, 100, 2), "images": (50000, 50000, 128),
-                "min_seconds": (2.0, 2.0, 0.0), "acc_epochs": (0, 0, 1)}
+                "min_seconds": (2.0, 2.0, 0.0), "acc_epochs": (0, 0, 1), "kaggle_images": (0, 100_000, 32)}
     column = 2 if args.smoke else int(args.full)
     for name, values in defaults.items():
         if getattr(args, name) is None:
@@ -420,6 +468,8 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [model_row(model, split, whole, args, device) for model in MODELS]
         rows += hdf5_rows(args, device, Path(tmp))
+        if args.kaggle_images:
+            rows.append(kaggle_row(args, device, Path(tmp)))
         if not whole:
             rows.append(model_row("lenet", split, True, args, device))
         acc = time_to_accuracy(args, Path(tmp)) if args.time_to_acc and (args.cifar or args.smoke) else None

@@ -47,8 +47,10 @@ def test_smoke_runs_the_full_path_with_progress(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["meta"]["smoke"] and result["meta"]["steps"] == 0      # whole epochs, as --full
     assert {(r["kind"], r["model"]) for r in result["rows"]} == {("epoch", m) for m in bench.MODELS} | {
-        ("loader", "hdf5"), ("loader", "hdf5 in-process"), ("loader", "hdf5 shipped")}
+        ("loader", "hdf5"), ("loader", "hdf5 in-process"), ("loader", "hdf5 shipped"), ("epoch", "resnet18 hdf5")}
+    kaggle = next(r for r in result["rows"] if r["model"] == "resnet18 hdf5")
+    assert kaggle["steps"] == 32 // 8 and kaggle["real_epoch_s"] == 1_500_000 / kaggle["ours"]
     acc = result["time_to_accuracy"]
     assert acc["dataset"] == "digits" and acc["epochs"] == 1 and acc["wall_s"] > 0
     printed = capsys.readouterr().out
-    assert printed.count(" img/s\n") >= 6 and "epoch 1: val acc" in printed   # a line per row and per epoch
+    assert printed.count(" img/s\n") >= 7 and "one epoch of the real file" in printed and "epoch 1: val acc" in printed   # a line per row and per epoch
