@@ -11,7 +11,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from nmeplib.checkpoint import OutputError
-from nmeplib.data import loaders
+from nmeplib.config import from_dict
+from nmeplib.data import build_dataset, loaders
 from nmeplib.data.augment import Augment
 from nmeplib.data.common import DatasetError
 from nmeplib.data.hdf5 import (CLASS_NAMES_KEY, SPLITS, default_class_names, images_key, inspect_hdf5, labels_key,
@@ -426,3 +427,12 @@ def test_unwritable_output_fails_before_reading_and_leaves_nothing(tmp_path, mon
     with pytest.raises(SystemExit):
         main([str(src), str(tmp_path / "d.h5"), "--val-fraction", "1.5"])
     assert "--val-fraction must be at least 0 and below 1, got 1.5" in capsys.readouterr().err
+
+
+def test_image_split_reads_any_indices_from_the_file(h5):
+    path, splits = h5
+    split = build_dataset(from_dict({"DATA": {"DATASET": "medium_imagenet", "ROOT": str(path), "IMG_SIZE": 8}}), "val")
+    assert split.images is None                      # read on demand, not preloaded
+    images, labels = split.get([5, 0, 5, 2])
+    assert torch.equal(images, torch.from_numpy(splits["val"][0][[5, 0, 5, 2]]))
+    assert labels.tolist() == splits["val"][1][[5, 0, 5, 2]].tolist()

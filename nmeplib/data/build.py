@@ -9,10 +9,9 @@ import torch
 
 from ..config import Config, ConfigError
 from ..runtime import default_device, fit_workers, rank_and_world
-from . import cifar, digits
+from . import cifar, digits, hdf5
 from .augment import Augment
 from .common import DatasetError
-from .hdf5 import images_key
 from .loaders import StreamLoader, TensorLoader
 
 SPLITS = ("train", "val", "test")
@@ -65,17 +64,8 @@ class ImageSplit:
     def get(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 N×3×H×W images and labels at ``indices``."""
         indices = torch.as_tensor(indices, dtype=torch.long).flatten()
-        if self.images is not None:
-            return self.images[indices], self.labels[indices]
-        import h5py
-        unique, inverse = torch.unique(indices, return_inverse=True)  # h5py wants increasing indices
-        try:
-            with h5py.File(self.path, "r") as f:
-                rows = torch.from_numpy(f[images_key(self.split)][unique.tolist()])
-        except OSError as err:
-            raise DatasetError(f"{self.path}: cannot read {self.split} images ({str(err).splitlines()[0]}); "
-                               f"the file is damaged: copy or build it again") from None
-        return rows[inverse], self.labels[indices]
+        images = self.images[indices] if self.images is not None else hdf5.read_images(self.path, self.split, indices)
+        return images, self.labels[indices]
 
 
 def _present(dataset: str, root: str) -> bool:
@@ -137,7 +127,7 @@ def build_dataset(config: Config, split: str) -> ImageSplit:
     if name == "cifar10":
         images, labels, names = _cifar(root, config.DATA.DOWNLOAD, split)
         return ImageSplit(name, split, labels, names, cifar.MEAN, cifar.STD, images=images, path=root)
-    from . import hdf5
+
     info = hdf5.inspect_hdf5(root, config.DATA.CLASS_NAMES or None)
     names = info["class_names"] or hdf5.default_class_names(info["num_classes"])
     if config.DATA.PRELOAD:

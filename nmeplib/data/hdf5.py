@@ -258,6 +258,18 @@ def read_labels(path: str | os.PathLike, split: str) -> torch.Tensor:
         return torch.from_numpy(read_label_rows(f, split, 0, len(f[images_key(split)])))
 
 
+def read_images(path: str | os.PathLike, split: str, indices: torch.Tensor) -> torch.Tensor:
+    """uint8 images at ``indices`` (any order, repeats allowed) of a split, read from the file."""
+    unique, inverse = torch.unique(indices, return_inverse=True)  # h5py wants increasing indices
+    with open_hdf5(path) as f:
+        try:
+            rows = torch.from_numpy(f[images_key(split)][unique.tolist()])
+        except OSError as err:
+            raise DatasetError(f"{path}: cannot read {split} images ({str(err).splitlines()[0]}); "
+                               f"{_DAMAGED}") from None
+    return rows[inverse]
+
+
 def load_split(path: str | os.PathLike, split: str,
                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Read a whole split into memory: (uint8 N x 3 x H x W, int64 labels, -1 for test)."""
