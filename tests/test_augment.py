@@ -240,3 +240,26 @@ def test_shrinking_averages_away_detail():
     out = Augment("none", (0.0,) * 3, (1.0,) * 3, img_size=16, train=False)(noise)
     assert out.shape == (16, 3, 16, 16)
     assert abs(float(out.mean()) - float(noise.float().mean() / 255)) < 0.01 and float(out.std()) < 0.1
+
+
+@pytest.mark.parametrize("src, size", [(32, 70), (64, 16)])
+def test_resize_matches_torchvision_resize(src, size):
+    """Up (AlexNet's 70 px) and down, the batched resize is torchvision's ``Resize``, the one a
+    per-image pipeline would use."""
+    from torchvision.transforms.v2 import functional as TF
+
+    x = images(8, size=src, seed=2)
+    out = Augment("none", (0.0,) * 3, (1.0,) * 3, img_size=size, train=False)(x)
+    want = TF.resize(x.float() / 255, [size, size], antialias=True)
+    assert out.shape == want.shape and torch.allclose(out, want, atol=1e-5)
+
+
+def test_jitter_keeps_the_pixel_scale():
+    """Colour jitter works on [0, 1] images and scales back: on average it moves the normalised
+    values little (its factors have mean 1; clamping bright pixels at 1 costs about 0.04 here),
+    whatever it does to each image."""
+    x = images(N, size=8, seed=4)
+    gen = generator(torch.device("cpu"), 0)
+    jittered = Augment("jitter", (0.5,) * 3, (0.25,) * 3, 8)(x, gen)
+    plain = Augment("none", (0.5,) * 3, (0.25,) * 3, 8)(x)
+    assert abs(float(jittered.mean()) - float(plain.mean())) < 0.1
