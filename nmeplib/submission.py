@@ -72,11 +72,13 @@ def predict(path: str | Path, overrides: Iterable[str] | Mapping = (), split: st
     return result
 
 
-def check_predictions(predictions: torch.Tensor, num_images: int, num_classes: int) -> None:
-    """Raise ValueError unless there is one class index in range per test image."""
-    if len(predictions) != num_images:
+def check_predictions(predictions: torch.Tensor, num_images: int | None, num_classes: int | None) -> None:
+    """Raise ValueError unless there is one prediction per test image and every one is a class
+    index in range (each checked when its count is given)."""
+    if num_images is not None and len(predictions) != num_images:
         raise ValueError(f"{len(predictions)} predictions for {num_images} test images")
-    if len(predictions) and (int(predictions.min()) < 0 or int(predictions.max()) >= num_classes):
+    if num_classes is not None and len(predictions) and (int(predictions.min()) < 0
+                                                         or int(predictions.max()) >= num_classes):
         raise ValueError(f"predicted classes must lie in 0..{num_classes - 1}, got "
                          f"{int(predictions.min())}..{int(predictions.max())}")
 
@@ -96,7 +98,7 @@ def write_submission(predictions: torch.Tensor, path: str | Path, num_images: in
 
 
 def read_submission(path: str | Path, num_images: int | None = None, num_classes: int | None = None) -> torch.Tensor:
-    """Read a submission back, checking header, ids and (when given) size and class range."""
+    """Read a submission back, checking header, ids and (each when given) size and class range."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or tuple(rows[0]) != HEADER:
@@ -105,6 +107,5 @@ def read_submission(path: str | Path, num_images: int | None = None, num_classes
     if ids != list(range(len(ids))):
         raise ValueError(f"{path}: ids must run 0..N-1 in order")
     predictions = torch.tensor([int(r[1]) for r in rows[1:]], dtype=torch.long)
-    if num_images is not None and num_classes is not None:
-        check_predictions(predictions, num_images, num_classes)
+    check_predictions(predictions, num_images, num_classes)
     return predictions

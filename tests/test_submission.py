@@ -1,6 +1,7 @@
 """Kaggle submissions and the MediumImageNet path end to end, on generated HDF5 files."""
 import errno
 import os
+import re
 
 import numpy as np
 import pytest
@@ -92,7 +93,10 @@ def test_submission_is_checked_before_writing(tmp_path, predictions, message):
 def test_read_submission_rejects_bad_files(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\n0,1\n")
-    with pytest.raises(ValueError, match="header must be Id,Category"):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: header must be Id,Category, got id,label$"):
+        read_submission(bad)
+    bad.write_text("")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: header must be Id,Category, got nothing$"):
         read_submission(bad)
     bad.write_text("Id,Category\n1,0\n0,1\n")
     with pytest.raises(ValueError, match="ids must run"):
@@ -194,3 +198,13 @@ def test_failed_write_keeps_the_old_submission(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="interrupted"):
         write_submission(torch.tensor([0, 0, 0]), old, 3, 3)
     assert old.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
+
+
+def test_read_submission_checks_each_count_it_is_given(tmp_path):
+    path = write_submission(torch.tensor([2, 0, 1]), tmp_path / "s.csv", 3, 3)
+    assert read_submission(path).tolist() == [2, 0, 1]
+    assert read_submission(path, num_images=3).tolist() == read_submission(path, num_classes=3).tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="3 predictions for 4 test images"):
+        read_submission(path, num_images=4)
+    with pytest.raises(ValueError, match=r"predicted classes must lie in 0\.\.1, got 0\.\.2"):
+        read_submission(path, num_classes=2)
