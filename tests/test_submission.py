@@ -208,3 +208,17 @@ def test_read_submission_checks_each_count_it_is_given(tmp_path):
         read_submission(path, num_images=4)
     with pytest.raises(ValueError, match=r"predicted classes must lie in 0\.\.1, got 0\.\.2"):
         read_submission(path, num_classes=2)
+
+
+def test_a_checkpoint_without_class_names_is_checked_by_its_class_count():
+    """Checkpoints that stored only ``num_classes`` still refuse data with another class count."""
+    from nmeplib.data import ImageSplit
+    from nmeplib.submission import check_classes
+
+    def data(n: int) -> ImageSplit:
+        return ImageSplit("digits", "test", torch.zeros(4, dtype=torch.long), [f"class_{i}" for i in range(n)],
+                          (0.5,), (0.5,))
+
+    check_classes("old.pt", {"num_classes": 3}, data(3))
+    with pytest.raises(DatasetError, match=r"^checkpoint old\.pt has 3 classes but the digits data has 4: "):
+        check_classes("old.pt", {"num_classes": 3}, data(4))
