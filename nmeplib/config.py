@@ -160,6 +160,8 @@ def _coerce(key: str, value: Any) -> Any:
         if kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
                 value = value.lower() in ("true", "1", "yes")
+            elif type(value) is int and value in (0, 1):   # KEY=1 arrives as YAML's int
+                value = bool(value)
             if not isinstance(value, bool):
                 raise TypeError
         elif kind is int:

@@ -186,3 +186,20 @@ def test_old_key_names_work_as_overrides():
     assert config.DATA.ROOT == "/data/x" and config.TRAIN.OPTIMIZER == "sgd"
     with pytest.raises(ConfigError, match=r"unknown config key 'TRAIN\.OPTIMIZER\.NAMES'"):
         load_config("digits_lenet", ["TRAIN.OPTIMIZER.NAMES=sgd"])
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("1", True), ("yes", True), ("YES", True),
+                                         ("false", False), ("FALSE", False), ("0", False), ("no", False)])
+def test_every_boolean_spelling_an_override_may_use(text, value):
+    assert load_config("digits_lenet", [f"TRAIN.COMPILE={text}"]).TRAIN.COMPILE is value
+
+
+@pytest.mark.parametrize("text", ["none", "None", "null", "NULL", "~", " none "])
+def test_every_none_spelling_resets_an_optional_key(text):
+    assert load_config("digits_lenet", ["MODEL.DROPOUT=0.3", f"MODEL.DROPOUT={text}"]).MODEL.DROPOUT is None
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "0.5"])
+def test_other_boolean_spellings_are_refused_by_name(text):
+    with pytest.raises(ConfigError, match=rf"^TRAIN\.COMPILE must be bool, got '?{text}'?$"):
+        load_config("digits_lenet", [f"TRAIN.COMPILE={text}"])
