@@ -246,20 +246,25 @@ def model_row(model: str, split: ImageSplit, whole_epoch: bool, args: argparse.N
                    "model": model, "steps": steps, **rates})
 
 
+def random_hdf5(path: Path, train: int, others: int, *, classes: int, seed: int) -> Path:
+    """A MediumImageNet-schema file of random 96 px images: ``train`` training images,
+    ``others`` each in val and test (test unlabelled)."""
+    rng = np.random.default_rng(seed)
+
+    def part(k: int):
+        return rng.integers(0, 256, (k, 3, HDF5_SIZE, HDF5_SIZE), dtype=np.uint8), rng.integers(0, classes, k)
+
+    return write_hdf5(path, {"train": part(train), "val": part(others), "test": (part(others)[0], None)},
+                      class_names=[f"class_{i:03d}" for i in range(classes)])
+
+
 def kaggle_row(args: argparse.Namespace, device: torch.device, folder: Path) -> dict:
     """ResNet18 trained at 96 px for one whole epoch of a generated MediumImageNet-schema file
     (``--kaggle-images``, 200 classes) read by ``build_loader`` with ``resnet18_medium_imagenet``'s
     own settings (workers fitted to the machine), against the same step on one batch on the device.
     Adds the projected time of one epoch of the real 1.5M-image file and the read rate it needs."""
     say(f"kaggle: writing {args.kaggle_images} images of {HDF5_SIZE} px, then one epoch of ResNet18")
-    path = folder / "kaggle.hdf5"
-    rng = np.random.default_rng(1)
-
-    def part(k: int):
-        return rng.integers(0, 256, (k, 3, HDF5_SIZE, HDF5_SIZE), dtype=np.uint8), rng.integers(0, 200, k)
-
-    write_hdf5(path, {"train": part(args.kaggle_images), "val": part(256), "test": (part(256)[0], None)},
-               class_names=[f"class_{i:03d}" for i in range(200)])
+    path = random_hdf5(folder / "kaggle.hdf5", args.kaggle_images, 256, classes=200, seed=1)
     config = load_config("resnet18_medium_imagenet", [f"DATA.ROOT={path}", "WANDB.MODE=disabled",
                                                       *(["DATA.BATCH_SIZE=8"] if args.smoke else [])])
     ours = build_loader(config, "train", device=device)
@@ -285,14 +290,7 @@ def hdf5_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> l
     with ``--workers``.
     """
     say(f"hdf5: writing {args.hdf5_images} images of {HDF5_SIZE} px, then timing the loaders")
-    path = folder / "bench.hdf5"
-    rng = np.random.default_rng(0)
-
-    def part(k: int):
-        return rng.integers(0, 256, (k, 3, HDF5_SIZE, HDF5_SIZE), dtype=np.uint8), rng.integers(0, 10, k)
-
-    write_hdf5(path, {"train": part(args.hdf5_images), "val": part(args.batch_size),
-                      "test": (part(args.batch_size)[0], None)})
+    path = random_hdf5(folder / "bench.hdf5", args.hdf5_images, args.batch_size, classes=10, seed=0)
 
     def ours(workers: int) -> float:
         config = load_config("resnet18_medium_imagenet", [f"DATA.ROOT={path}", f"DATA.BATCH_SIZE={args.batch_size}",
