@@ -203,3 +203,125 @@ def test_every_none_spelling_resets_an_optional_key(text):
 def test_other_boolean_spellings_are_refused_by_name(text):
     with pytest.raises(ConfigError, match=rf"^TRAIN\.COMPILE must be bool, got '?{text}'?$"):
         load_config("digits_lenet", [f"TRAIN.COMPILE={text}"])
+
+
+def test_unknown_key_messages_in_full(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["TRAIN.LRR=0.1"])
+    assert str(err.value).startswith("unknown config key 'TRAIN.LRR' in overrides; did you mean TRAIN.LR")
+    assert str(err.value).endswith("?") and "valid keys" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["QQQQQQQQQQ=1"])
+    assert str(err.value) == f"unknown config key 'QQQQQQQQQQ' in overrides; valid keys: {', '.join(VALID_KEYS)}"
+    old = tmp_path / "old.yaml"
+    old.write_text("DATA:\n  DATA_PATH: /x\n  BATCHSIZE: 4\n")
+    with pytest.raises(ConfigError, match=r"^unknown config key 'DATA\.BATCHSIZE' in .*old\.yaml "
+                                          r"\(an old-style config\); did you mean DATA\.BATCH_SIZE"):
+        load_config(old)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["TRAIN.LR=0.01", "TRAIN.MIN_LR=0.1"], r"^TRAIN\.MIN_LR \(0\.1\) must not exceed TRAIN\.LR \(0\.01\)$"),
+    (["TRAIN.WARMUP_EPOCHS=11"], r"^TRAIN\.WARMUP_EPOCHS \(11\) must not exceed TRAIN\.EPOCHS \(10\)$"),
+    (["MODEL.DROPOUT=-0.1"], r"^MODEL\.DROPOUT must be in \[0, 1\), got -0\.1$"),
+    (["TRAIN.LABEL_SMOOTHING=1"], r"^TRAIN\.LABEL_SMOOTHING must be in \[0, 1\), got 1\.0$"),
+    (["DATA.AUGMENT=sparkle"], r"^DATA\.AUGMENT: unknown augmentation sparkle"),
+    (["MODEL.NUM_CLASSES=0"], r"^MODEL\.NUM_CLASSES must be positive, got 0$"),
+    (["DATA.NUM_WORKERS=-1"], r"^DATA\.NUM_WORKERS must not be negative, got -1$"),
+    (["MODEL.NUM_CLASSES=abc"], r"^MODEL\.NUM_CLASSES must be int or None, got 'abc'$"),
+    (["DATA.BATCH_SIZE=2.5"], r"^DATA\.BATCH_SIZE must be int, got 2\.5$"),
+    (["DATA.BATCH_SIZE=true"], r"^DATA\.BATCH_SIZE must be int, got True$"),
+    (["TRAIN.LR=true"], r"^TRAIN\.LR must be float, got True$"),
+    (["DATA.ROOT=[a, b]"], r"^DATA\.ROOT must be str, got \['a', 'b'\]$"),
+    (["DATA.ROOT={a: 1}"], r"^DATA\.ROOT must be str, got \{'a': 1\}$"),
+    (["TRAIN.COMPILE=2"], r"^TRAIN\.COMPILE must be bool, got 2$"),
+    (["MODEL.NAME=vgg"], r"^MODEL\.NAME must be one of 'lenet', 'alexnet', 'resnet18', got 'vgg'$"),
+])
+def test_refusals_name_the_key_and_value_exactly(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_values_at_the_limits_are_accepted():
+    config = load_config(None, ["TRAIN.WARMUP_EPOCHS=10", "TRAIN.MIN_LR=0.001", "MODEL.DROPOUT=0",
+                                "TRAIN.LABEL_SMOOTHING=0.99", "DATA.NUM_WORKERS=0", "TRAIN.LR=0",
+                                "TRAIN.MIN_LR=0", "DATA.BATCH_SIZE=1", "DATA.BATCH_SIZE=2.0", "SEED=-3"])
+    assert (config.TRAIN.WARMUP_EPOCHS, config.MODEL.DROPOUT, config.TRAIN.LABEL_SMOOTHING) == (10, 0.0, 0.99)
+    assert (config.DATA.NUM_WORKERS, config.TRAIN.LR, config.SEED) == (0, 0.0, -3)
+    assert config.DATA.BATCH_SIZE == 2 and type(config.DATA.BATCH_SIZE) is int
+    assert load_config(None, ["TRAIN.LR=0.01", "TRAIN.MIN_LR=0.01"]).TRAIN.MIN_LR == 0.01
+    assert load_config(None, {"MODEL.NUM_CLASSES": None, "MODEL.DROPOUT": None}).MODEL.NUM_CLASSES is None
+
+
+@pytest.mark.parametrize("item, key, value", [
+    ("TRAIN.LR=0.5", "TRAIN.LR", 0.5),
+    ("  TRAIN.LR = 0.5", "TRAIN.LR", 0.5),
+    ("DATA.ROOT=", "DATA.ROOT", ""),
+    ("DATA.ROOT=   ", "DATA.ROOT", ""),
+    ("DATA.ROOT=a=b", "DATA.ROOT", "a=b"),
+    ("DATA.ROOT=[unclosed", "DATA.ROOT", "[unclosed"),  # not YAML: the text as it is
+    ("DATA.AUGMENT=crop+flip", "DATA.AUGMENT", "crop+flip"),
+    ("MODEL.NUM_CLASSES=7", "MODEL.NUM_CLASSES", 7),
+])
+def test_parse_override(item, key, value):
+    from nmeplib.config import parse_override
+
+    assert parse_override(item) == (key, value)
+    assert load_config(None, [item]).get_path(key) == value
+
+
+def test_override_without_equals_shows_the_form():
+    with pytest.raises(ConfigError, match=r"^override 'TRAIN\.LR' must look like KEY=VALUE, e\.g\. TRAIN\.LR=0\.001$"):
+        load_config(None, ["TRAIN.LR"])
+
+
+def test_yaml_files_bases_and_their_errors(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config(tmp_path / "empty.yaml") == load_config()
+    (tmp_path / "one.yaml").write_text("BASE: lenet_base\nSEED: 4\n")   # a shipped name, as a string
+    (tmp_path / "blank.yaml").write_text("BASE: ['']\nSEED: 5\n")        # the old configs' empty BASE
+    assert load_config(tmp_path / "one.yaml") == load_config("lenet_base", ["SEED=4"])
+    assert load_config(tmp_path / "blank.yaml") == load_config(None, ["SEED=5"])
+    (tmp_path / "lenet_base.yaml").write_text("SEED: 6\n")   # beside the file wins over the shipped name
+    (tmp_path / "local.yaml").write_text("BASE: [lenet_base.yaml]\n")
+    assert load_config(tmp_path / "local.yaml") == load_config(None, ["SEED=6"])
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"^config .*list\.yaml must be a mapping of keys, got list$"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "self.yaml").write_text("BASE: self.yaml\n")
+    with pytest.raises(ConfigError, match=r"^config .*self\.yaml inherits from itself through BASE$"):
+        load_config(tmp_path / "self.yaml")
+    (tmp_path / "broken.yaml").write_text("DATA: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"^config .*broken\.yaml is not valid YAML: "):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_config_files_are_found_by_path_or_name(tmp_path, monkeypatch):
+    shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert load_config("lenet_base") == load_config("lenet_base.yaml") == load_config(CONFIG_DIR / "lenet_base.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_config("no_such_config")
+    assert str(err.value) == f"config 'no_such_config' not found: give a YAML path or one of: {', '.join(shipped)}"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("SEED: 8\n")
+    assert load_config("mine.yaml").SEED == 8
+
+
+def test_config_attribute_access_and_copies():
+    import copy
+
+    config = load_config()
+    with pytest.raises(AttributeError, match=r"^config has no key 'NOPE'$"):
+        config.NOPE
+    config.SEED = 3
+    assert config["SEED"] == 3 and config.get_path("TRAIN.LR") == config.TRAIN.LR
+    twin = copy.deepcopy(config)
+    twin.TRAIN.LR = 0.5
+    assert config.TRAIN.LR == 1e-3 and isinstance(twin.TRAIN, Config)
+    assert config.flat()["TRAIN.LR"] == 1e-3 and len(config.flat()) == len(VALID_KEYS)
+
+
+def test_num_classes_warning_points_at_the_caller():
+    with pytest.warns(UserWarning, match=r"NUM_CLASSES=12 but cifar10 has 10 classes: 2 outputs never see") as rec:
+        load_config("lenet_base", ["MODEL.NUM_CLASSES=12"])
+    assert rec[0].filename == __file__

@@ -15,6 +15,7 @@ KEYS = {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "train_
         "peak_mem_mb"}
 
 
+@pytest.mark.slow
 def test_digits_training_reaches_90_percent(digits_config):
     config = digits_config("TRAIN.EPOCHS=12")
     history = fit(config)
@@ -29,6 +30,7 @@ def test_digits_training_reaches_90_percent(digits_config):
     assert summary["best_val_acc"] == max(r["val_acc"] for r in rows)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_the_best_epoch(digits_config):
     config = digits_config("TRAIN.EPOCHS=4")
     history = fit(config)
@@ -40,6 +42,7 @@ def test_best_checkpoint_is_the_best_epoch(digits_config):
     assert isinstance(last["config"], dict) and last["config"]["TRAIN"]["EPOCHS"] == 4
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(digits_config, tmp_path):
     """A run stopped after epoch 2 and resumed ends exactly like one that never stopped (CPU)."""
     overrides = ("TRAIN.EPOCHS=4", "DATA.AUGMENT=crop+flip", "MODEL.DROPOUT=0.2", "TRAIN.WARMUP_EPOCHS=1")
@@ -64,6 +67,7 @@ def test_resume_matches_uninterrupted_run(digits_config, tmp_path):
     assert strip(read_metrics(config.OUTPUT)) == strip(resumed)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_config, monkeypatch):
     import nmeplib.engine as engine
     config = digits_config("TRAIN.EPOCHS=3")
@@ -111,6 +115,7 @@ def test_num_classes_checked_against_labels(digits_config):
         fit(digits_config("MODEL.NUM_CLASSES=5"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, scheduler", [("sgd", "step"), ("rmsprop", "plateau"), ("adam", "constant")])
 def test_optimizers_and_schedulers_train(digits_config, optimizer, scheduler):
     history = fit(digits_config("TRAIN.EPOCHS=2", f"TRAIN.OPTIMIZER={optimizer}", f"TRAIN.SCHEDULER={scheduler}",
@@ -119,3 +124,167 @@ def test_optimizers_and_schedulers_train(digits_config, optimizer, scheduler):
     if scheduler == "step":
         assert history[1]["lr"] == pytest.approx(0.0001)
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
+
+
+# --- the shared loop on a tiny linear model: exact values, milliseconds per test ---------------------------
+
+def _batches(n_batches=3, batch=4, classes=3, seed=0, hidden=()):
+    """A list of (x, y) batches of 2 x 2 x 2 inputs; labels at the flat positions in ``hidden`` are -1."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_batches * batch, 2, 2, 2, generator=gen)
+    y = torch.randint(0, classes, (n_batches * batch,), generator=gen)
+    y[list(hidden)] = -1
+    return list(zip(x.split(batch), y.split(batch)))
+
+
+def _linear(classes=3, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, classes))
+
+
+def test_measuring_gives_exact_loss_accuracy_and_predictions_and_skips_hidden_labels():
+    from torch.nn import functional as F
+
+    batches, model, cpu = _batches(hidden=(1, 6, 7)), _linear(), torch.device("cpu")
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    with torch.no_grad():
+        logits = model(x)
+    seen = y >= 0
+    for smoothing in (0.0, 0.2):
+        got = validate(model, batches, cpu, label_smoothing=smoothing)
+        want = F.cross_entropy(logits[seen], y[seen], label_smoothing=smoothing)
+        assert got["loss"] == pytest.approx(want.item(), rel=1e-6) and got["count"] == 9
+        assert got["acc"] == pytest.approx(100 * (logits.argmax(1)[seen] == y[seen]).float().mean().item())
+        assert got["time_s"] > 0 and got["img_per_s"] == pytest.approx(12 / got["time_s"])
+        assert "predictions" not in got and not model.training
+    out = evaluate(model, batches, cpu)
+    assert torch.equal(out["predictions"], logits.argmax(1)) and torch.equal(out["labels"], y)
+    assert out["acc"] == pytest.approx(validate(model, batches, cpu)["acc"])
+
+
+def test_an_empty_or_all_hidden_split_reports_nan_not_zero():
+    import math
+
+    cpu = torch.device("cpu")
+    hidden = evaluate(_linear(), _batches(n_batches=1, hidden=range(4)), cpu)
+    assert hidden["count"] == 0 and math.isnan(hidden["loss"]) and math.isnan(hidden["acc"])
+    assert len(hidden["predictions"]) == 4 and hidden["labels"].tolist() == [-1] * 4
+    empty = evaluate(_linear(), [], cpu)
+    assert empty["count"] == 0 and math.isnan(empty["loss"]) and math.isnan(empty["acc"])
+    assert empty["predictions"].dtype == empty["labels"].dtype == torch.long and len(empty["predictions"]) == 0
+
+
+def test_a_training_step_is_plain_sgd_on_the_mean_loss_of_labelled_images():
+    from torch.nn import functional as F
+
+    batches, cpu = _batches(n_batches=2, hidden=(0,)), torch.device("cpu")
+    model, twin = _linear(), _linear()
+    steps = []
+
+    class Counting:
+        def step_batch(self):
+            steps.append(model[1].weight.detach().clone())
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_one_epoch(model, batches, optimizer, cpu, schedule=Counting(), label_smoothing=0.1, epoch=3)
+    assert model.training and len(steps) == 2
+    by_hand = torch.optim.SGD(twin.parameters(), lr=0.5)
+    for (x, y), after in zip(batches, steps):
+        by_hand.zero_grad()
+        F.cross_entropy(twin(x), y, ignore_index=-1, label_smoothing=0.1).backward()  # mean over labelled
+        by_hand.step()
+        assert torch.allclose(twin[1].weight, after, atol=1e-6)
+
+
+def test_train_one_epoch_sets_the_loaders_epoch_and_reports_the_epochs_figures():
+    cpu = torch.device("cpu")
+
+    class Loader(list):
+        epoch = None
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+    loader = Loader(_batches())
+    model = _linear()
+    before = validate(model, loader, cpu)
+    result = train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.0), cpu, epoch=7)
+    assert loader.epoch == 7 and result["count"] == 12
+    assert result["loss"] == pytest.approx(before["loss"]) and result["acc"] == pytest.approx(before["acc"])
+
+
+@pytest.mark.parametrize("bad_step", [0, 1, 2])
+def test_a_non_finite_loss_stops_training_wherever_it_appears(monkeypatch, bad_step):
+    import nmeplib.engine as engine
+
+    batches = _batches()
+    batches[bad_step][0][0, 0, 0, 0] = float("nan")
+    model = _linear()
+    with pytest.raises(TrainingDiverged, match=r"lower TRAIN\.LR"):
+        train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+    monkeypatch.setattr(engine, "LOG_EVERY", 1)   # checked at the step itself, naming it
+    model = _linear()
+    with pytest.raises(TrainingDiverged, match=rf"^loss is nan at step {bad_step} \(train 0\); lower TRAIN\.LR$"):
+        train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+
+
+def test_a_finite_loss_far_above_chance_is_divergence_only_in_training():
+    import math
+
+    import nmeplib.engine as engine
+
+    cpu = torch.device("cpu")
+    batches = [(torch.ones(4, 2, 2, 2), torch.tensor([0, 1, 2, 0]))]
+    model = _linear()
+    with torch.no_grad():   # logits ~±1000: a loss in the hundreds, above 10 x ln(3)
+        model[1].weight.fill_(0)
+        model[1].bias.copy_(torch.tensor([-1000.0, 1000.0, 0.0]))
+    loss = validate(model, batches, cpu)["loss"]
+    assert loss > engine.DIVERGED * math.log(3)
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)
+    with pytest.raises(TrainingDiverged, match=r"^the training loss is .* over 10 times an untrained model's"):
+        train_one_epoch(model, batches, frozen, cpu)
+    with torch.no_grad():   # a loss just under the limit trains on
+        model[1].bias.copy_(torch.tensor([0.0, 0.9 * engine.DIVERGED * math.log(3) * 4 / 3, 0.0]))
+    assert train_one_epoch(model, batches, frozen, cpu)["loss"] < engine.DIVERGED * math.log(3)
+
+
+def test_num_classes_for_each_split():
+    from types import SimpleNamespace
+
+    from nmeplib.config import load_config
+    from nmeplib.data import DatasetError
+    from nmeplib.engine import num_classes_for
+
+    def split(labels, num_classes=0, name="val"):
+        return SimpleNamespace(labels=torch.tensor(labels), num_classes=num_classes, split=name, path="f.h5")
+    config = load_config()
+    assert num_classes_for(config, split([0, 4], num_classes=3)) == 5        # labels beyond the names
+    assert num_classes_for(config, split([0, 1], num_classes=7)) == 7
+    assert num_classes_for(config, split([], num_classes=2)) == 2
+    assert num_classes_for(load_config(None, ["MODEL.NUM_CLASSES=9"]), split([0, 8])) == 9
+    with pytest.raises(ConfigError, match=r"^MODEL\.NUM_CLASSES=8 but the digits labels go up to 8$"):
+        num_classes_for(load_config(None, ["MODEL.NUM_CLASSES=8"]), split([0, 8]))
+    assert num_classes_for(config, split([0, 4]), split([-1, 4])) == 5
+    with pytest.raises(DatasetError, match=r"^the val split of f\.h5 has label 5, but the model has 5 classes"):
+        num_classes_for(config, split([0, 4]), split([-1, 5]))
+
+
+def test_config_changes_name_each_setting_and_skip_the_ignored():
+    from nmeplib.config import load_config
+    from nmeplib.engine import config_changes
+
+    stored = load_config(None, ["TRAIN.LR=0.01", "OUTPUT=a"]).to_dict()
+    assert config_changes(stored, load_config(None, ["TRAIN.LR=0.01", "OUTPUT=a"])) == []
+    assert config_changes(stored, load_config(None, ["TRAIN.LR=0.02", "OUTPUT=b", "SEED=1"])) == [
+        "TRAIN.LR: 0.01 → 0.02", "SEED: 0 → 1", "OUTPUT: 'a' → 'b'"]
+    assert config_changes(stored, load_config(None, ["OUTPUT=b", "WANDB.NAME=x"]), ("OUTPUT", "WANDB.")) == [
+        "TRAIN.LR: 0.01 → 0.001"]
+
+
+def test_one_process_trains_the_model_itself():
+    from nmeplib.engine import _all_reduce, _gather, distribute
+
+    model, value = _linear(), torch.tensor([1.0, 2.0])
+    assert distribute(model, torch.device("cpu")) is model
+    assert _gather(value) is value and _all_reduce(value)[0] is value

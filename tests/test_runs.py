@@ -68,6 +68,7 @@ def test_a_finished_run_is_reused_or_refused_never_replaced(digits_config, capsy
     assert read_metrics(config.OUTPUT) == again and len(again) == 1
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_is_not_restarted_unasked(digits_config):
     config = digits_config("TRAIN.EPOCHS=3")
 
