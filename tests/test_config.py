@@ -321,7 +321,30 @@ def test_config_attribute_access_and_copies():
     assert config.flat()["TRAIN.LR"] == 1e-3 and len(config.flat()) == len(VALID_KEYS)
 
 
+@pytest.mark.skipif("MUTANT_UNDER_TEST" in __import__("os").environ,
+                    reason="mutmut's trampolines add stack frames between load_config and the warning")
 def test_num_classes_warning_points_at_the_caller():
     with pytest.warns(UserWarning, match=r"NUM_CLASSES=12 but cifar10 has 10 classes: 2 outputs never see") as rec:
         load_config("lenet_base", ["MODEL.NUM_CLASSES=12"])
     assert rec[0].filename == __file__
+
+
+def test_a_misspelt_override_gets_three_current_names_at_most():
+    # close matches at ratio >= 0.5, at most three, and never an old course key (DATA.DATA_PATH)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'DATA\.DATA_PAHT' in overrides; "
+                                          r"did you mean DATA\.DATASET, DATA\.BATCH_SIZE, DATA\.PRELOAD\?$"):
+        load_config(None, ["DATA.DATA_PAHT=/x"])
+    with pytest.raises(ConfigError, match=r"^unknown config key 'TRAIN\.LRR' in stored config; did you mean"):
+        from_dict({"TRAIN": {"LRR": 0.1}})
+
+
+def test_an_empty_string_key_takes_none_as_empty(tmp_path):
+    assert load_config(None, ["DATA.ROOT=x", "DATA.ROOT=~"]).DATA.ROOT == ""
+    (tmp_path / "c.yaml").write_text("DATA:\n  ROOT:\n  CLASS_NAMES: null\n")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.DATA.ROOT == config.DATA.CLASS_NAMES == ""
+
+
+def test_an_empty_base_is_skipped_not_the_end_of_the_list(tmp_path):
+    (tmp_path / "c.yaml").write_text("BASE: ['', lenet_base]\n")
+    assert load_config(tmp_path / "c.yaml") == load_config("lenet_base")
