@@ -156,3 +156,90 @@ def test_random_crop_is_a_shifted_window():
     for i in range(2):
         windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], w) for w in windows)
+
+
+# --- TensorLoader: defaults, shards, seeding and the size of each augmentation call ------------------
+
+class Spy:
+    """An augmentation that records the number of images of each call and converts to float."""
+
+    def __init__(self, img_size=None):
+        self.calls = []
+        if img_size is not None:
+            self.img_size = img_size
+
+    def __call__(self, x, gen):
+        self.calls.append(len(x))
+        return x.float()
+
+
+def _tensor_split(n=30, side=8):
+    return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8), torch.arange(n)
+
+
+def test_tensor_loader_defaults_keep_every_image_of_one_process_seeded_zero():
+    from nmeplib.data.loaders import TensorLoader
+
+    images, labels = _tensor_split()
+    plain = TensorLoader(images, labels, 4, Spy(), shuffle=True)
+    spelt = TensorLoader(images, labels, 4, Spy(), shuffle=True, drop_last=False, seed=0, device="cpu",
+                         rank=0, world_size=1)
+    got = [y for _, y in plain]
+    assert [len(y) for y in got] == [4] * 7 + [2] and sorted(torch.cat(got).tolist()) == list(range(30))
+    assert all(torch.equal(a, b) for a, (_, b) in zip(got, spelt))
+    assert plain.images.device.type == "cpu"
+
+
+def test_tensor_loader_training_order_is_the_documented_permutation():
+    """Epoch e of seed s is ``randperm(n)`` drawn from a CPU generator seeded ``s * 1000 + e``."""
+    from nmeplib.data.loaders import TensorLoader
+
+    images, labels = _tensor_split()
+    for seed, epoch in ((0, 1), (2, 3), (5, 0)):
+        loader = TensorLoader(images, labels, 30, Spy(), shuffle=True, seed=seed)
+        loader.set_epoch(epoch)
+        want = torch.randperm(30, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        assert torch.equal(next(iter(loader))[1], want)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_tensor_loader_evaluation_shards_are_contiguous_and_cover_the_split(world_size):
+    from nmeplib.data.loaders import TensorLoader
+
+    images, labels = _tensor_split(n=31)
+    shards = [torch.cat([y for _, y in TensorLoader(images, labels, 4, Spy(), shuffle=False, rank=r,
+                                                    world_size=world_size)]) for r in range(world_size)]
+    assert torch.equal(torch.cat(shards), labels)
+    assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
+
+
+def test_tensor_loader_augments_from_its_own_generator_not_the_global_one():
+    from nmeplib.data.loaders import TensorLoader
+
+    images, labels = _tensor_split()
+    loader = TensorLoader(images, labels, 8, Augment("crop+flip+erase", (0.5,) * 3, (0.25,) * 3, 8),
+                          shuffle=True, seed=1)
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        runs.append(torch.cat([x for x, _ in loader]))
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("img_size, budget_images, calls", [
+    (None, 12, [12, 12, 6]),   # an augmentation without a size: the images' own side
+    (8, 12, [12, 12, 6]),
+    (16, 12, [4] * 7 + [2]),   # output 4x the bytes: 3 images round down to no whole batch, and a
+    (8, 3, [4] * 7 + [2]),     # chunk never holds less than one batch
+    (8, 30, [28, 2]),          # whole batches only
+])
+def test_tensor_loader_augments_chunk_bytes_of_float_output_per_call(monkeypatch, img_size, budget_images, calls):
+    from nmeplib.data import loaders
+    from nmeplib.data.loaders import TensorLoader
+
+    images, labels = _tensor_split()
+    monkeypatch.setitem(loaders.CHUNK_BYTES, "cpu", budget_images * 3 * 8 * 8 * 4)   # float32 images of side 8
+    spy = Spy(img_size)
+    batches = list(TensorLoader(images, labels, 4, spy, shuffle=False))
+    assert spy.calls == calls
+    assert torch.equal(torch.cat([y for _, y in batches]), labels)

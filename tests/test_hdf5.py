@@ -436,3 +436,80 @@ def test_image_split_reads_any_indices_from_the_file(h5):
     images, labels = split.get([5, 0, 5, 2])
     assert torch.equal(images, torch.from_numpy(splits["val"][0][[5, 0, 5, 2]]))
     assert labels.tolist() == splits["val"][1][[5, 0, 5, 2]].tolist()
+
+
+# --- exact messages, boundaries and how whole splits are read -------------------------------------
+
+def test_label_errors_name_the_split_exactly(h5, tmp_path):
+    path, splits = h5
+    names = tmp_path / "five.txt"
+    names.write_text("a\nb\nc\nd\ne\n")
+    assert inspect_hdf5(path, names)["num_classes"] == 5          # label 4 of 5 names: fine
+    rewrite(path, labels_key("val"), np.where(np.arange(13) == 0, 5, splits["val"][1]))  # label 5 at row 0 only
+    with pytest.raises(DatasetError, match=rf"^{path}: labels-val has label 5 but there are only 5 class names "
+                                           rf"\(from {names}\)$"):
+        inspect_hdf5(path, names)
+    assert inspect_hdf5(path)["num_classes"] == 6                 # without names: one more than the largest
+    rewrite(path, labels_key("val"), np.where(np.arange(13) == 0, -2, splits["val"][1]))
+    with pytest.raises(DatasetError, match=rf"^{path}: labels-val has negative label -2$"):
+        inspect_hdf5(path)
+
+
+def test_a_file_without_labelled_images_has_no_classes(tmp_path):
+    splits = {split: (np.zeros((2 if split == "test" else 0, 3, 4, 4), np.uint8), None if split == "test"
+                      else np.zeros(0, np.int64)) for split in SPLITS}
+    info = inspect_hdf5(write_hdf5(tmp_path / "empty.h5", splits))
+    assert info["num_classes"] == 0 and info["class_names"] == [] and info["num_samples"]["test"] == 2
+
+
+def test_an_empty_class_names_file_is_refused_by_name(h5, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("\n  \n")
+    with pytest.raises(DatasetError, match=rf"^{names}: class-names file is empty$"):
+        inspect_hdf5(h5[0], names)
+
+
+@pytest.mark.parametrize("read", [lambda p: read_labels(p, "val"), lambda p: load_split(p, "val", progress=False)])
+def test_reading_a_split_of_a_bad_file_names_the_file(h5, read):
+    path, _ = h5
+    rewrite(path, images_key("test"), None)
+    with pytest.raises(DatasetError, match=rf"^{path}: missing dataset\(s\) images-test"):
+        read(path)
+
+
+def test_read_images_of_a_damaged_file_is_one_line_naming_file_and_split(h5):
+    from nmeplib.data.hdf5 import read_images
+
+    path, _ = h5
+    corrupt_chunk(path)
+    with pytest.raises(DatasetError, match=rf"^{path}: cannot read train images \(.*\); the file is damaged") as err:
+        read_images(path, "train", torch.tensor([9, 0]))
+    assert "\n" not in str(err.value)
+    assert read_images(path, "train", torch.tensor([0, 3])).shape == (2, 3, 8, 8)   # other chunks still read
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_load_split_reads_whole_chunks_about_read_bytes_at_a_time(tmp_path, monkeypatch, chunked):
+    """Not one image at a time: reads of ``_READ_BYTES`` (rounded up to whole chunks) land in place."""
+    from nmeplib.data import hdf5
+
+    splits = make_splits()
+    path = write_hdf5(tmp_path / "data.h5", splits, chunk=4)
+    if not chunked:
+        rewrite(path, images_key("train"), splits["train"][0])   # contiguous storage
+    reads, real = [], hdf5.read_rows
+    monkeypatch.setattr(hdf5, "read_rows", lambda ds, a, b, *rest: reads.append((a, b)) or real(ds, a, b, *rest))
+    monkeypatch.setattr(hdf5, "_READ_BYTES", 5 * 3 * 8 * 8)        # five images
+    images, labels = load_split(path, "train", progress=False)
+    assert torch.equal(images, torch.from_numpy(splits["train"][0]))
+    assert torch.equal(labels, torch.from_numpy(splits["train"][1]))
+    step = 8 if chunked else 5                                       # 5 images, up to whole chunks of 4
+    assert reads[:-1] == [(a, min(a + step, 37)) for a in range(0, 37, step)] and reads[-1] == (0, 37)  # labels
+
+
+def test_load_split_shows_its_progress_by_default(h5, capsys):
+    load_split(h5[0], "val")
+    err = capsys.readouterr().err
+    assert "loading val" in err and "13/13" in err and "img" in err
+    load_split(h5[0], "val", progress=False)
+    assert capsys.readouterr().err == ""
