@@ -513,3 +513,31 @@ def test_load_split_shows_its_progress_by_default(h5, capsys):
     assert "loading val" in err and "13/13" in err and "img" in err
     load_split(h5[0], "val", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_shuffled_batches_mix_images_of_the_blocks_in_the_buffer(h5):
+    """Images are shuffled inside a buffer of ``buffer_blocks`` blocks, not only block by block."""
+    path, _ = h5
+    blocks = HDF5Blocks(path, "train", 4, shuffle=True, seed=1, block_size=4, buffer_blocks=8)
+    batches = [index for _, _, index in blocks]
+    mixed = [len(set((index // 4).tolist())) for index in batches]   # blocks each batch draws from
+    assert max(mixed) >= 3 and sum(m > 1 for m in mixed) >= len(batches) // 2
+
+
+def test_one_file_handle_per_process_with_the_configured_chunk_cache(h5, monkeypatch):
+    from nmeplib.data import stream
+
+    opened, real = [], stream.open_hdf5
+    monkeypatch.setattr(stream, "open_hdf5", lambda *a, **kw: opened.append(1) or real(*a, **kw))
+    blocks = HDF5Blocks(h5[0], "train", 4, shuffle=False, cache_mb=3)
+    opened.clear()                          # the constructor's look at the schema
+    first = blocks._handle()
+    assert blocks._handle() is first and len(list(blocks)) == len(blocks) and len(opened) == 1
+    _, slots, nbytes, _ = first.id.get_access_plist().get_cache()
+    assert nbytes == 3 * 2**20 and slots > 1000 and all(slots % p for p in range(2, int(slots ** 0.5) + 1))  # prime
+    blocks._pid = -1                        # as if inherited through fork: this process opens its own
+    second = blocks._handle()
+    assert second is not first and len(opened) == 2
+    blocks.close()                          # closes this process's handle, not the inherited one
+    assert blocks._file is None and not second.id.valid and first.id.valid
+    first.close()
