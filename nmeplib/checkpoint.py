@@ -47,7 +47,7 @@ def _describe(err: OSError, path: Path) -> str:
         return f"the disk holding {path.parent} is full; free some space"
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and not path.parent.is_dir():
         return f"{next(p for p in [path.parent, *path.parents] if p.exists())} is a file, not a folder"
-    if err.errno == errno.EISDIR or path.is_dir():
+    if err.errno == errno.EISDIR or (err.errno != errno.ENAMETOOLONG and path.is_dir()):
         return f"{path} is a folder; give a file name"
     return err.strerror or str(err)
 

@@ -244,3 +244,30 @@ def test_a_run_row_comes_from_the_epochs_else_the_summary(tmp_path):
     assert wb.run_row("a", epochs) == {"run": "a", **row, "time_per_epoch_s": 2.0}  # training time only
     assert wb.with_speed([{"name": "a", "output": str(tmp_path)}]) == [{"name": "a", "output": str(tmp_path),
                                                                         "img_per_s": 200.0}]
+
+
+def test_write_errors_say_what_is_wrong_with_the_path(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ckpt.OutputError, match=rf"^could not write {tmp_path / 'folder'}: "
+                                               rf"{tmp_path / 'folder'} is a folder; give a file name$"):
+        ckpt.write_json(tmp_path / "folder", {})
+    long = tmp_path / ("x" * 300)
+    with pytest.raises(ckpt.OutputError, match=rf"^could not write {long}: File name too long$"):
+        ckpt.write_json(long, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+def test_rng_state_saved_as_tensors_restores_too():
+    torch.manual_seed(4)
+    state = ckpt.rng_state()
+    expected = draws()
+    state["torch"] = torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8)   # as older checkpoints hold it
+    ckpt.set_rng_state(state)
+    assert draws() == expected
+
+
+def test_a_run_rows_time_per_epoch_is_of_training_unless_asked(tmp_path):
+    ckpt.write_jsonl(tmp_path / ckpt.METRICS, [{"epoch": 1, "val_acc": 1.0, "train_acc": 1.0, "train_time_s": 2.0,
+                                                "val_time_s": 1.0, "train_img_per_s": 1.0, "peak_mem_mb": 1.0}])
+    assert ckpt.read_run_row(tmp_path)["time_per_epoch_s"] == 2.0
+    assert ckpt.read_run_row(tmp_path, val_time=True)["time_per_epoch_s"] == 3.0
