@@ -208,6 +208,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# What an interrupted command's user does next; the other commands simply start again.
+RESUME_HINTS = {"train": "; continue the run with the same command and --resume",
+                "reproduce": "; run the same command again: finished experiments are kept and this one resumes"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, OutputError
     from .data import DatasetError
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failure}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        print(f"interrupted{RESUME_HINTS.get(argv[0] if argv else '', '')}", file=sys.stderr)
         return 130
     finally:
         shutdown_distributed()

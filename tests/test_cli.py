@@ -118,3 +118,17 @@ def test_opts_needs_pairs_and_throughput_runs_for_the_config():
     result = run("train", "--cfg", "digits_lenet", "--throughput", "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert "lenet, 32 px, adamw" in result.stdout and "img_per_s" in result.stdout
+
+
+@pytest.mark.parametrize("command, args, hint", [
+    ("train", ["--config", "digits_lenet"], "interrupted; continue the run with the same command and --resume\n"),
+    ("summary", ["--config", "digits_lenet"], "interrupted\n"),
+])
+def test_ctrl_c_exits_130_and_says_how_to_go_on(monkeypatch, capsys, command, args, hint):
+    import nmeplib.cli as cli
+
+    def interrupted(_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, f"_{command}", interrupted)
+    assert main([command, *args]) == 130
+    assert capsys.readouterr().err == hint
