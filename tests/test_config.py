@@ -168,7 +168,7 @@ def test_every_key_is_read_by_the_code(tmp_path, monkeypatch):
 
 
 def test_num_classes_above_the_datasets_warns():
-    with pytest.warns(UserWarning, match=r"MODEL\.NUM_CLASSES=200 but cifar10 has 10 classes"):
+    with pytest.warns(UserWarning, match=r"MODEL\.NUM_CLASSES=200 but cifar10 has 10 classes: 190 outputs never"):
         load_config("lenet_base", ["MODEL.NUM_CLASSES=200"])
     import warnings
 
@@ -348,3 +348,19 @@ def test_an_empty_string_key_takes_none_as_empty(tmp_path):
 def test_an_empty_base_is_skipped_not_the_end_of_the_list(tmp_path):
     (tmp_path / "c.yaml").write_text("BASE: ['', lenet_base]\n")
     assert load_config(tmp_path / "c.yaml") == load_config("lenet_base")
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("TRUE", True), ("1", True), ("yes", True),
+                                         ("Yes", True), ("false", False), ("False", False), ("0", False),
+                                         ("no", False), ("NO", False)])
+def test_boolean_spellings_given_as_text(text, value):
+    """A mapping of overrides (a notebook's ``overrides``, papermill's ``-p``) passes text as it is,
+    where ``KEY=VALUE`` overrides arrive already read by YAML."""
+    assert load_config("digits_lenet", {"TRAIN.COMPILE": text}).TRAIN.COMPILE is value
+
+
+@pytest.mark.parametrize("text", ["none", "None", "null", "NULL", "~", " none "])
+def test_none_spellings_given_as_text(text):
+    assert load_config("digits_lenet", {"MODEL.DROPOUT": 0.3, "MODEL.NUM_CLASSES": 7}).MODEL.DROPOUT == 0.3
+    config = load_config("digits_lenet", {"MODEL.DROPOUT": text, "MODEL.NUM_CLASSES": text})
+    assert config.MODEL.DROPOUT is None and config.MODEL.NUM_CLASSES is None
