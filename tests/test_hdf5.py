@@ -108,13 +108,18 @@ def rewrite(path, key, value) -> None:
 
 
 BAD_FILES = {
-    "missing dataset": (images_key("val"), None, r"missing dataset\(s\) images-val;"),
+    "missing dataset": (images_key("val"), None, r"missing dataset\(s\) images-val; expected images-train, "
+                                                 r"images-val, images-test, labels-train, labels-val$"),
     "float images": (images_key("train"), np.zeros((37, 3, 8, 8), np.float32), r"uint8.*\(37, 3, 8, 8\)"),
     "channels last": (images_key("train"), np.zeros((37, 8, 8, 3), np.uint8), r"\(37, 8, 8, 3\)"),
     "not square": (images_key("test"), np.zeros((11, 3, 8, 6), np.uint8), r"images-test.*\(11, 3, 8, 6\)"),
     "3-D images": (images_key("val"), np.zeros((13, 8, 8), np.uint8), r"\(13, 8, 8\)"),
-    "other size": (images_key("val"), np.zeros((13, 3, 6, 6), np.uint8), "6 px"),
-    "short labels": (labels_key("val"), np.zeros(12, np.int64), r"labels-val.*\(12,\).*13 images"),
+    "other size": (images_key("val"), np.zeros((13, 3, 6, 6), np.uint8), r": images-val holds 6 px images, other "
+                                                                          r"splits 8 px$"),
+    "grey": (images_key("val"), np.zeros((13, 1, 8, 8), np.uint8), r": images-val must be uint8 N x 3 x H x W with "
+                                                                    r"H == W, found uint8 with shape \(13, 1, 8, 8\)$"),
+    "short labels": (labels_key("val"), np.zeros(12, np.int64), r": labels-val has shape \(12,\) but images-val "
+                                                                 r"holds 13 images$"),
     "float labels": (labels_key("train"), np.zeros(37, np.float32), "labels-train must hold integers"),
     "negative label": (labels_key("val"), np.full(13, -2), "negative label -2"),
 }
@@ -541,3 +546,89 @@ def test_one_file_handle_per_process_with_the_configured_chunk_cache(h5, monkeyp
     blocks.close()                          # closes this process's handle, not the inherited one
     assert blocks._file is None and not second.id.valid and first.id.valid
     first.close()
+
+
+def test_two_missing_datasets_are_both_named(h5):
+    path, _ = h5
+    rewrite(path, images_key("val"), None)
+    rewrite(path, labels_key("val"), None)
+    with pytest.raises(DatasetError, match=r": missing dataset\(s\) images-val, labels-val; expected"):
+        inspect_hdf5(path)
+
+
+def test_unknown_split_is_refused_by_name(h5):
+    with pytest.raises(ValueError, match=r"^unknown split 'dev'; expected one of train, val, test$"):
+        read_labels(h5[0], "dev")
+
+
+def test_writer_refusals_say_what_was_expected(tmp_path):
+    from nmeplib.data.hdf5 import HDF5Writer
+
+    with pytest.raises(ValueError, match=r"^write_hdf5 needs at least one split$"):
+        write_hdf5(tmp_path / "none.h5", {})
+    with HDF5Writer(tmp_path / "w.h5", 8) as writer:
+        with pytest.raises(ValueError, match=r"^train: expected uint8 N x 3 x 8 x 8 images, got float32 \(2, 3, 8, 8\)$"):
+            writer.append("train", np.zeros((2, 3, 8, 8), np.float32), np.zeros(2, np.int64))
+        with pytest.raises(ValueError, match=r"^test: test has no labels$"):
+            writer.append("test", np.zeros((2, 3, 8, 8), np.uint8), np.zeros(2, np.int64))
+        with pytest.raises(ValueError, match=r"^val: labels are required$"):
+            writer.append("val", np.zeros((2, 3, 8, 8), np.uint8))
+        with pytest.raises(ValueError, match=r"^val: expected 2 integer labels, got float64 \(2,\)$"):
+            writer.append("val", np.zeros((2, 3, 8, 8), np.uint8), np.zeros(2))
+        writer.append("test", np.zeros((2, 3, 8, 8), np.uint8))
+    assert inspect_hdf5(tmp_path / "w.h5")["num_samples"] == {"train": 0, "val": 0, "test": 2}
+
+
+def test_writer_builds_in_a_hidden_file_beside_the_target_and_makes_its_folders(tmp_path):
+    from nmeplib.data.hdf5 import HDF5Writer
+
+    target = tmp_path / "a" / "b" / "data.h5"
+    with HDF5Writer(target, 8) as writer:
+        [partial] = list(target.parent.iterdir())
+        assert partial.name.startswith(".data.h5.") and partial.suffix == ".tmp" and not target.exists()
+        writer.append("test", np.zeros((3, 3, 8, 8), np.uint8))
+    assert [p.name for p in target.parent.iterdir()] == ["data.h5"]
+    with h5py.File(target) as f:
+        assert f[images_key("test")].chunks == (256, 3, 8, 8)      # the default chunk: 256 images
+    (tmp_path / "folder.h5").mkdir()
+    with pytest.raises(OutputError, match=rf"^cannot write {tmp_path / 'folder.h5'}: \[Errno 21\] is a folder, "
+                                          rf"give a file name: '{tmp_path / 'folder.h5'}'$"):
+        HDF5Writer(tmp_path / "folder.h5", 8)
+
+
+def test_test_split_labels_are_minus_one_int64_in_every_batch(h5):
+    path, _ = h5
+    labels = read_labels(path, "test")
+    assert labels.dtype == torch.int64 and labels.tolist() == [-1] * SIZES["test"]
+    for images, labels, index in HDF5Blocks(path, "test", 4, shuffle=False):
+        assert labels.dtype == torch.int64 and labels.tolist() == [-1] * len(images) == [-1] * len(index)
+
+
+def test_hdf5_blocks_defaults_and_argument_checks(h5, tmp_path):
+    path, splits = h5
+    plain = HDF5Blocks(path, "train", 4, shuffle=True)
+    spelt = HDF5Blocks(path, "train", 4, shuffle=True, seed=0, rank=0, world_size=1, drop_last=False,
+                       block_size=4, buffer_blocks=8, cache_mb=64)
+    assert plain.cache_mb == 64 and collect(plain)[0].tolist() == collect(spelt)[0].tolist()
+    plain.close(), spelt.close()
+    assert len(HDF5Blocks(path, "train", 1, shuffle=False, block_size=1)) == 37
+    for bad in ({"batch_size": 0}, {"buffer_blocks": 0}, {"block_size": 0}):
+        with pytest.raises(ValueError, match=r"^batch_size, block_size and buffer_blocks must be positive$"):
+            HDF5Blocks(path, "train", **{"batch_size": 4, **bad}, shuffle=True)
+    for rank in (-1, 2):
+        with pytest.raises(ValueError, match=rf"^rank {rank} is not in 0\.\.1$"):
+            HDF5Blocks(path, "train", 4, shuffle=True, rank=rank, world_size=2)
+    assert len(HDF5Blocks(path, "train", 19, shuffle=True, world_size=2, drop_last=True)) == 0   # 18 images a rank
+    rewrite(path, images_key("train"), splits["train"][0])          # contiguous: blocks of one batch
+    assert HDF5Blocks(path, "train", 5, shuffle=True).block_size == 5
+    rewrite(path, labels_key("val"), None)
+    with pytest.raises(DatasetError, match=rf"^{path}: missing dataset"):
+        HDF5Blocks(path, "train", 4, shuffle=True)
+
+
+def test_a_closed_stream_reopens_on_the_next_epoch(h5):
+    blocks = HDF5Blocks(h5[0], "val", 4, shuffle=False)
+    first = collect(blocks)[0]
+    blocks.close()
+    blocks.close()                                                  # twice is harmless
+    assert np.array_equal(collect(blocks)[0], first)
