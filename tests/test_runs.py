@@ -271,3 +271,25 @@ def test_a_run_rows_time_per_epoch_is_of_training_unless_asked(tmp_path):
                                                 "val_time_s": 1.0, "train_img_per_s": 1.0, "peak_mem_mb": 1.0}])
     assert ckpt.read_run_row(tmp_path)["time_per_epoch_s"] == 2.0
     assert ckpt.read_run_row(tmp_path, val_time=True)["time_per_epoch_s"] == 3.0
+
+
+@pytest.mark.parametrize("best_epoch, linked", [(2, True), (1, False)])
+def test_a_resumed_run_links_best_to_last_only_when_last_is_best(tmp_path, best_epoch, linked):
+    """A run killed between its checkpoint and its best link gets the link on resuming; a run whose
+    best epoch is an earlier one keeps that epoch's file."""
+    from nmeplib.config import load_config
+    from nmeplib.engine import _restore
+    from nmeplib.optim import Schedule
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule(load_config(), optimizer, 3)
+    history = [{"epoch": e, "val_acc": 50.0 + 10 * (e == best_epoch)} for e in (1, 2)]
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "rng": ckpt.rng_state(), "history": history, "epoch": 2}
+    ckpt.save_checkpoint(state, tmp_path / ckpt.LAST)
+    ckpt.save_checkpoint({"epoch": 1}, tmp_path / ckpt.BEST)      # the earlier epoch's file
+    assert _restore(state, model, optimizer, schedule, tmp_path, writer=True) == history
+    assert ckpt.is_best_current(tmp_path) is linked
+    assert torch.load(tmp_path / ckpt.BEST, weights_only=True)["epoch"] == (2 if linked else 1)
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
