@@ -61,6 +61,7 @@ def test_a_finished_run_is_reused_or_refused_never_replaced(digits_config, capsy
     assert fit(config, callbacks=[seen.append]) == first  # same settings: read back, not retrained
     assert "reusing it" in capsys.readouterr().out and seen == first
     assert os.stat(f"{config.OUTPUT}/{ckpt.LAST}").st_mtime_ns == stamp
+    assert fit(digits_config("TRAIN.EPOCHS=2", "WANDB.NAME=other", "WANDB.MODE=offline")) == first  # not what is trained
     with pytest.raises(ckpt.OutputError, match=r"other settings \(TRAIN.LR: 0.01 → 0.003\).*overwrite"):
         fit(digits_config("TRAIN.EPOCHS=2", "TRAIN.LR=0.003"))
     assert read_metrics(config.OUTPUT) == first
