@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import h5py
 import numpy as np
@@ -487,7 +488,7 @@ def test_read_images_of_a_damaged_file_is_one_line_naming_file_and_split(h5):
 
     path, _ = h5
     corrupt_chunk(path)
-    with pytest.raises(DatasetError, match=rf"^{path}: cannot read train images \(.*\); the file is damaged") as err:
+    with pytest.raises(DatasetError, match=rf"^{path}: cannot read train images \(.*filter.*\); the file is damaged") as err:
         read_images(path, "train", torch.tensor([9, 0]))
     assert "\n" not in str(err.value)
     assert read_images(path, "train", torch.tensor([0, 3])).shape == (2, 3, 8, 8)   # other chunks still read
@@ -504,18 +505,21 @@ def test_load_split_reads_whole_chunks_about_read_bytes_at_a_time(tmp_path, monk
         rewrite(path, images_key("train"), splits["train"][0])   # contiguous storage
     reads, real = [], hdf5.read_rows
     monkeypatch.setattr(hdf5, "read_rows", lambda ds, a, b, *rest: reads.append((a, b)) or real(ds, a, b, *rest))
-    monkeypatch.setattr(hdf5, "_READ_BYTES", 5 * 3 * 8 * 8)        # five images
+    monkeypatch.setattr(hdf5, "_READ_BYTES", 7 * 3 * 8 * 8)        # seven images
     images, labels = load_split(path, "train", progress=False)
     assert torch.equal(images, torch.from_numpy(splits["train"][0]))
     assert torch.equal(labels, torch.from_numpy(splits["train"][1]))
-    step = 8 if chunked else 5                                       # 5 images, up to whole chunks of 4
+    step = 8 if chunked else 7                                       # 7 images, up to whole chunks of 4
     assert reads[:-1] == [(a, min(a + step, 37)) for a in range(0, 37, step)] and reads[-1] == (0, 37)  # labels
 
 
-def test_load_split_shows_its_progress_by_default(h5, capsys):
+def test_load_split_shows_its_progress_by_default(h5, capsys, monkeypatch):
+    from nmeplib.data import hdf5
+
+    monkeypatch.setattr(hdf5, "_READ_BYTES", 3 * 8 * 8)            # one image: reads of one chunk (4 images)
     load_split(h5[0], "val")
     err = capsys.readouterr().err
-    assert "loading val" in err and "13/13" in err and "img" in err
+    assert "loading val" in err and "13/13" in err and re.search(r"\dimg/s", err)   # the count adds up over reads
     load_split(h5[0], "val", progress=False)
     assert capsys.readouterr().err == ""
 
@@ -632,3 +636,15 @@ def test_a_closed_stream_reopens_on_the_next_epoch(h5):
     blocks.close()
     blocks.close()                                                  # twice is harmless
     assert np.array_equal(collect(blocks)[0], first)
+
+
+def test_a_writer_closed_by_hand_keeps_its_file_and_closes_once(tmp_path):
+    from nmeplib.data.hdf5 import HDF5Writer
+
+    writer = HDF5Writer(tmp_path / "w.h5", 8)
+    writer.append("test", np.zeros((2, 3, 8, 8), np.uint8))
+    writer.close()
+    writer.close()
+    assert inspect_hdf5(tmp_path / "w.h5")["num_samples"]["test"] == 2
+    with h5py.File(write_hdf5(tmp_path / "d.h5", make_splits())) as f:
+        assert f[images_key("val")].chunks[0] == 256                  # write_hdf5's default chunk too

@@ -234,3 +234,65 @@ def test_workers_exit_when_the_training_process_is_killed():
     pids = [int(p) for p in proc.stdout.split()]
     assert len(set(pids)) == 2
     assert all_exit(pids)
+
+
+# --- what a worker failure says, and the shared-memory arithmetic -------------------------------------------
+
+@pytest.mark.parametrize("text, shm", [
+    ("DataLoader worker (pid 7) is killed by signal: Bus error.", True),
+    ("DataLoader worker (pid 7) exited: unable to write to file </torch_1>: No space left on device", True),
+    ("DataLoader worker (pid 7) failed: out of shared memory", True),
+    ("DataLoader worker (pid 7) is killed by signal: Killed.", False),
+])
+def test_worker_errors_add_the_shared_memory_advice_only_for_shared_memory(text, shm):
+    from nmeplib.data.loaders import SHM_ADVICE, worker_error
+
+    got = str(worker_error(RuntimeError(text)))
+    advice = f"\nmost likely too little shared memory in /dev/shm: {SHM_ADVICE}"
+    assert got == f"a loader worker failed: {text}" + (advice if shm else "")
+    assert worker_error(RuntimeError("CUDA out of memory")) is None
+
+
+def test_worker_error_reads_the_innermost_worker_failure_only():
+    from nmeplib.data.loaders import worker_error
+
+    inner = RuntimeError("DataLoader worker (pid 7) is killed by signal: Bus error.")
+    outer = RuntimeError("DataLoader worker (pid(s) 7) exited unexpectedly")
+    outer.__cause__ = inner
+    assert "Bus error" in str(worker_error(outer))
+    unrelated = RuntimeError("DataLoader worker (pid(s) 7) exited unexpectedly")
+    unrelated.__cause__ = RuntimeError("some other failure")
+    assert str(worker_error(unrelated)) == "a loader worker failed: DataLoader worker (pid(s) 7) exited unexpectedly"
+
+
+def test_shared_memory_is_enough_when_it_holds_two_batches_per_worker(monkeypatch):
+    import shutil
+
+    need = 3 * 2 * 4 * (3 * 8 * 8 + 16)   # 3 workers x 2 batches x 4 images of 8 px, plus label and index
+    source = Numbers()
+    source.batch_size, source.img_size = 4, 8
+    for free, refused in ((need, False), (need - 1, True)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda path, free=free: shutil._ntuple_diskusage(2**30, 0, free))
+        loader = StreamLoader(source, as_read, num_workers=3)
+        if refused:
+            with pytest.raises(WorkerError, match="shared memory"):
+                numbers(loader)
+        else:
+            assert numbers(loader) == list(range(6))
+        loader.close()
+
+
+def test_stream_loader_defaults_augment_epoch_0_of_seed_0(path):
+    from nmeplib.runtime import generator
+
+    seen = []
+
+    def record(images, gen):
+        seen.append(torch.rand(1, generator=gen).item())
+        return images
+    StreamLoader(HDF5Blocks(path, "val", 7, shuffle=False), record, num_workers=0).__iter__().__next__()
+    loader = StreamLoader(HDF5Blocks(path, "val", 7, shuffle=False), record, num_workers=0, seed=0)
+    loader.set_epoch(0)
+    next(iter(loader))
+    assert seen[0] == seen[1] == torch.rand(1, generator=generator(torch.device("cpu"),
+                                                                   loaders.augment_seed(0, 0))).item()
