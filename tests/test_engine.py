@@ -288,3 +288,23 @@ def test_one_process_trains_the_model_itself():
     model, value = _linear(), torch.tensor([1.0, 2.0])
     assert distribute(model, torch.device("cpu")) is model
     assert _gather(value) is value and _all_reduce(value)[0] is value
+
+
+def test_fit_wires_its_device_schedule_smoothing_and_class_names_through(digits_config, monkeypatch):
+    import nmeplib.engine as engine
+    from nmeplib.optim import Schedule
+
+    def no_default():
+        raise AssertionError("fit(device=...) looked up the default device")
+    monkeypatch.setattr(engine, "default_device", no_default)
+    calls, real_train, real_validate = [], engine.train_one_epoch, engine.validate
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **kw: calls.append(("train", kw)) or real_train(*a, **kw))
+    monkeypatch.setattr(engine, "validate", lambda *a, **kw: calls.append(("val", kw)) or real_validate(*a, **kw))
+    config = digits_config("TRAIN.EPOCHS=2", "TRAIN.LABEL_SMOOTHING=0.2", "TRAIN.LR=0.002")
+    history = fit(config, device="cpu")
+    assert [(name, kw["label_smoothing"]) for name, kw in calls] == [("train", 0.2), ("val", 0.2)] * 2
+    assert all(isinstance(kw["schedule"], Schedule) for name, kw in calls if name == "train")
+    assert [kw["epoch"] for name, kw in calls if name == "train"] == [1, 2]
+    assert history[0]["lr"] == 0.002 and history[1]["lr"] == pytest.approx(0.001)   # cosine, half-way
+    saved = ckpt.load_checkpoint(f"{config.OUTPUT}/{ckpt.LAST}")
+    assert saved["class_names"] == [str(i) for i in range(10)] and saved["num_classes"] == 10
