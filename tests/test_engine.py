@@ -174,10 +174,11 @@ def test_an_empty_or_all_hidden_split_reports_nan_not_zero():
     assert empty["predictions"].dtype == empty["labels"].dtype == torch.long and len(empty["predictions"]) == 0
 
 
-def test_a_training_step_is_plain_sgd_on_the_mean_loss_of_labelled_images():
+@pytest.mark.parametrize("hidden", [(0,), (0, 1, 2)])   # 3 labelled images in the first batch, or 1
+def test_a_training_step_is_plain_sgd_on_the_mean_loss_of_labelled_images(hidden):
     from torch.nn import functional as F
 
-    batches, cpu = _batches(n_batches=2, hidden=(0,)), torch.device("cpu")
+    batches, cpu = _batches(n_batches=2, hidden=hidden), torch.device("cpu")
     model, twin = _linear(), _linear()
     steps = []
 
@@ -308,3 +309,20 @@ def test_fit_wires_its_device_schedule_smoothing_and_class_names_through(digits_
     assert history[0]["lr"] == 0.002 and history[1]["lr"] == pytest.approx(0.001)   # cosine, half-way
     saved = ckpt.load_checkpoint(f"{config.OUTPUT}/{ckpt.LAST}")
     assert saved["class_names"] == [str(i) for i in range(10)] and saved["num_classes"] == 10
+
+
+def test_the_progress_bar_shows_the_mean_loss_so_far(monkeypatch):
+    import nmeplib.engine as engine
+
+    shown = []
+
+    class Bar(list):
+        def set_postfix(self, **values):
+            shown.append(float(values["loss"]))
+    batches, model = _batches(n_batches=3, hidden=(1,)), _linear()
+    first = validate(model, batches[:1], torch.device("cpu"))["loss"]
+    monkeypatch.setattr(engine, "progress", lambda loader, desc, total: Bar(loader))
+    monkeypatch.setattr(engine, "LOG_EVERY", 2)
+    result = validate(model, batches, torch.device("cpu"))
+    assert shown[0] == pytest.approx(first, abs=1e-3) and len(shown) == 2            # steps 0 and 2
+    assert shown[1] == pytest.approx(result["loss"], abs=1e-3)
