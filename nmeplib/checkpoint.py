@@ -173,8 +173,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        text = str(err)
+        reason = text.splitlines()[0] if text else type(err).__name__
+        if "WeightsUnpickler error:" in text and "Unsupported global" not in text:   # not a pickle at all
+            detail = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0]
+            reason = f"it is not a file torch.save wrote ({detail})"
+        elif "weights_only" in text or "Unsupported global" in text:
             reason = "it holds objects other than tensors and plain data, which nmeplib does not load " \
                      "(unpickling them could run code)"
         raise CheckpointError(f"{path} is not a readable nmeplib checkpoint: {reason}") from None

@@ -2,6 +2,7 @@
 written atomically; checkpoints restore their random state wherever they were loaded to."""
 import errno
 import os
+import re
 import pickle
 import random
 import signal
@@ -294,3 +295,41 @@ def test_a_resumed_run_links_best_to_last_only_when_last_is_best(tmp_path, best_
     assert ckpt.is_best_current(tmp_path) is linked
     assert torch.load(tmp_path / ckpt.BEST, weights_only=True)["epoch"] == (2 if linked else 1)
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_a_folder_name_too_long_is_named_as_such_not_as_a_file(tmp_path):
+    long = tmp_path / ("y" * 300) / "a.json"
+    with pytest.raises(ckpt.OutputError, match=rf"^could not write {long}: File name too long$"):
+        ckpt.write_json(long, {})
+
+
+def test_json_files_are_indented_and_take_tensors_numpy_and_paths(tmp_path):
+    ckpt.write_json(tmp_path / "s.json", {"a": np.float32(1.5), "t": torch.tensor([1, 2]), "p": tmp_path})
+    text = (tmp_path / "s.json").read_text()
+    assert text.startswith('{\n  "a": 1.5') and ckpt.read_json(tmp_path / "s.json") == {
+        "a": 1.5, "t": [1, 2], "p": str(tmp_path)}
+
+
+def test_a_best_checkpoint_that_cannot_be_replaced_is_named(tmp_path):
+    ckpt.save_checkpoint({"epoch": 1}, tmp_path / ckpt.LAST)
+    (tmp_path / ckpt.BEST).mkdir()
+    (tmp_path / ckpt.BEST / "x").write_text("x")
+    with pytest.raises(ckpt.OutputError, match=rf"^could not write {tmp_path / ckpt.BEST}: "
+                                               rf"{tmp_path / ckpt.BEST} is a folder; give a file name$"):
+        ckpt.link_best(tmp_path)
+
+
+def test_unreadable_and_incomplete_checkpoints_say_why(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_checkpoint(tmp_path / "junk.pt")
+    assert re.fullmatch(rf"{tmp_path / 'junk.pt'} is not a readable nmeplib checkpoint: it is not a file "
+                        rf"torch\.save wrote \(\S.*\)", str(info.value))   # the unpickler's words, e.g. "Unsupported operand 110"
+    torch.save({"model": {}, "x": ckpt.OutputError("hi")}, tmp_path / "evil.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r": it holds objects other than tensors and plain data, which "
+                                                   r"nmeplib does not load \(unpickling them could run code\)$"):
+        ckpt.load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"model": {}, "epoch": 1, "history": [], "rng": {}, "config": {}, "num_classes": 2},
+               tmp_path / "part.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"is not an nmeplib checkpoint \(no optimizer, schedule\); "):
+        ckpt.load_checkpoint(tmp_path / "part.pt")
