@@ -45,9 +45,10 @@ class OutputError(OSError):
 def _describe(err: OSError, path: Path) -> str:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk holding {path.parent} is full; free some space"
-    if err.errno in (errno.ENOTDIR, errno.EEXIST) and not path.parent.is_dir():
+    # os.path.isdir, not Path.is_dir: it answers False for a name the file system refuses (too long)
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and not os.path.isdir(path.parent):
         return f"{next(p for p in [path.parent, *path.parents] if p.exists())} is a file, not a folder"
-    if err.errno == errno.EISDIR or (err.errno != errno.ENAMETOOLONG and path.is_dir()):
+    if err.errno == errno.EISDIR or os.path.isdir(path):
         return f"{path} is a folder; give a file name"
     return err.strerror or str(err)
 
