@@ -326,3 +326,74 @@ def test_the_progress_bar_shows_the_mean_loss_so_far(monkeypatch):
     result = validate(model, batches, torch.device("cpu"))
     assert shown[0] == pytest.approx(first, abs=1e-3) and len(shown) == 2            # steps 0 and 2
     assert shown[1] == pytest.approx(result["loss"], abs=1e-3)
+
+
+def test_cuda_steps_run_under_bfloat16_autocast_and_cpu_steps_under_none():
+    import warnings
+    from contextlib import nullcontext
+
+    from nmeplib.engine import _autocast
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # without a GPU, torch warns that it disables this autocast
+        cuda = _autocast(torch.device("cuda", 0))
+    assert isinstance(cuda, torch.autocast) and (cuda.device, cuda.fast_dtype) == ("cuda", torch.bfloat16)
+    assert isinstance(_autocast(torch.device("cpu")), nullcontext)
+
+
+def test_a_one_process_group_measures_exactly_like_no_group(tmp_path):
+    """Under a process group the loop all-reduces its sums and gathers the predictions; with one rank
+    that gives back exactly what it measured (gloo, on the CPU also on a machine with GPUs)."""
+    import torch.distributed as dist
+
+    from nmeplib.engine import distribute
+    from nmeplib.runtime import rank_and_world
+
+    batches, model, cpu = _batches(n_batches=3, hidden=(2,)), _linear(), torch.device("cpu")
+    alone = evaluate(model, batches, cpu)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        grouped = evaluate(model, batches, cpu)
+        assert rank_and_world() == (0, 1) and distribute(model, cpu) is model
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(grouped["predictions"], alone["predictions"]) and torch.equal(grouped["labels"], alone["labels"])
+    assert {k: grouped[k] for k in ("loss", "acc")} == {k: alone[k] for k in ("loss", "acc")}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_fit_with_nproc_hands_the_run_to_torchrun(digits_config, monkeypatch, overwrite):
+    import nmeplib.distributed as distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "launch", lambda *args, **kwargs: calls.append((args, kwargs)) or ["rows"])
+    config, callbacks = digits_config(), [print]
+    assert fit(config, nproc=3, resume=True, overwrite=overwrite, callbacks=callbacks) == ["rows"]
+    (args, kwargs), = calls
+    assert args == (config, 3) and kwargs.pop("resume") is True and kwargs.pop("callbacks") is callbacks
+    assert kwargs.get("overwrite", False) is overwrite
+
+
+def test_compile_true_trains_the_compiled_model(digits_config, monkeypatch):
+    """``TRAIN.COMPILE`` hands the built model to torch.compile and trains what it returns."""
+    compiled, steps = [], []
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            steps.append(len(x))
+            return self.model(x)
+
+    def fake_compile(model):
+        compiled.append(model)
+        return Compiled(model)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    config = digits_config("TRAIN.EPOCHS=1", "TRAIN.COMPILE=true")
+    fit(config)
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "LeNet"
+    from nmeplib.data.build import build_loader
+    cpu = torch.device("cpu")
+    assert len(steps) == len(build_loader(config, "train", device=cpu)) + len(build_loader(config, "val", device=cpu))
