@@ -73,6 +73,20 @@ def test_plateau_fires_after_its_patience_and_stays():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0005)  # MIN_LR is the floor
 
 
+def test_plateau_counts_a_nan_loss_and_a_too_small_fall_as_bad_epochs():
+    """An improvement is a fall of more than 0.01% (strictly, as torch's ReduceLROnPlateau); a NaN
+    validation loss (an empty split) is never one, from the first epoch on."""
+    sched, _ = schedule("TRAIN.SCHEDULER=plateau")
+    assert sched.state_dict() == {"step": 0, "plateau": {"scale": 1.0, "best": math.inf, "bad_epochs": 0}}
+    sched.step_epoch(math.nan)
+    assert sched.plateau == {"scale": 1.0, "best": math.inf, "bad_epochs": 1}
+    sched.step_epoch(2.0)
+    sched.step_epoch(2.0 * (1 - 1e-4))
+    assert sched.plateau == {"scale": 1.0, "best": 2.0, "bad_epochs": 1}
+    sched.step_epoch(2.0 * (1 - 1e-4) - 1e-9)
+    assert sched.plateau["bad_epochs"] == 0 and sched.plateau["best"] < 2.0
+
+
 def test_state_dict_round_trip_continues_the_same_rates():
     make = lambda: schedule("TRAIN.SCHEDULER=plateau", "TRAIN.EPOCHS=8", "TRAIN.WARMUP_EPOCHS=1")
     losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
