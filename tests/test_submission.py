@@ -152,6 +152,22 @@ def test_predict_refuses_data_with_other_classes(trained, tmp_path, capsys, data
     assert not out.exists()
 
 
+def test_predict_on_the_device_asked_for_returns_the_split_and_config_it_used(trained, monkeypatch):
+    import nmeplib.data.build as build
+    import nmeplib.runtime as runtime
+
+    def no_default():
+        raise AssertionError("predict(device=...) looked up the default device")
+    monkeypatch.setattr(runtime, "default_device", no_default)
+    monkeypatch.setattr(build, "default_device", no_default)
+    checkpoint, path = trained
+    result = predict(checkpoint, split="val", device="cpu")
+    _, labels = load_split(path, "val", progress=False)
+    assert result["dataset"].split == "val" and result["num_images"] == len(result["dataset"]) == 40
+    assert torch.equal(result["labels"], torch.as_tensor(labels)) and len(result["predictions"]) == 40
+    assert result["config"].DATA.ROOT == str(path) and result["num_classes"] == 3
+
+
 def test_predict_accepts_same_count_without_names(trained, tmp_path):
     checkpoint, _ = trained
     unnamed = make_hdf5(tmp_path / "unnamed.hdf5", names=False, seed=3)
