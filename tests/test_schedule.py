@@ -87,6 +87,15 @@ def test_plateau_counts_a_nan_loss_and_a_too_small_fall_as_bad_epochs():
     assert sched.plateau["bad_epochs"] == 0 and sched.plateau["best"] < 2.0
 
 
+def test_a_stall_that_goes_on_drops_the_rate_after_each_further_patience():
+    sched, opt = schedule("TRAIN.SCHEDULER=plateau", "TRAIN.DECAY_RATE=0.5", "TRAIN.MIN_LR=0")
+    epochs = 1 + 3 * (PLATEAU_PATIENCE + 1)
+    used = rates(sched, opt, epochs, [1.0] * epochs)[::STEPS]   # the first epoch sets the best loss
+    drops = [epoch for epoch in range(1, epochs) if used[epoch] < used[epoch - 1]]
+    assert drops == [1 + (PLATEAU_PATIENCE + 1), 1 + 2 * (PLATEAU_PATIENCE + 1)]   # the third comes after the end
+    assert used[-1] == pytest.approx(0.1 * 0.5 ** 2)
+
+
 def test_state_dict_round_trip_continues_the_same_rates():
     make = lambda: schedule("TRAIN.SCHEDULER=plateau", "TRAIN.EPOCHS=8", "TRAIN.WARMUP_EPOCHS=1")
     losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
