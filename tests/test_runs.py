@@ -333,3 +333,39 @@ def test_unreadable_and_incomplete_checkpoints_say_why(tmp_path):
                tmp_path / "part.pt")
     with pytest.raises(ckpt.CheckpointError, match=r"is not an nmeplib checkpoint \(no optimizer, schedule\); "):
         ckpt.load_checkpoint(tmp_path / "part.pt")
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from nmeplib import checkpoint as ckpt
+
+def write(f):
+    f.write(b"half a checkpoint")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+ckpt.atomic_write(sys.argv[1], write)
+"""
+
+
+def test_a_writer_killed_before_its_rename_keeps_the_old_file_and_leaves_a_temporary_that_is_cleared(tmp_path):
+    target = ckpt.atomic_write(tmp_path / ckpt.LAST, lambda f: f.write(b"old"))
+    proc = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(target)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert target.read_bytes() == b"old"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[0].startswith(f".{ckpt.LAST}.") and left[1] == ckpt.LAST
+    ckpt.remove_temporaries(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [ckpt.LAST]
+
+
+def test_written_files_get_the_permissions_an_ordinary_open_gives(tmp_path):
+    ckpt.write_json(tmp_path / "written.json", {})
+    (tmp_path / "opened.json").write_text("{}")
+    modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in ("written.json", "opened.json")}
+    assert modes["written.json"] == modes["opened.json"]
+
+
+def test_metrics_rows_take_tensors_and_numpy_values(tmp_path):
+    rows = [{"loss": torch.tensor(0.5), "epoch": np.int64(3)}, {"acc": np.float32(1.5)}]
+    ckpt.write_jsonl(tmp_path / ckpt.METRICS, rows)
+    assert read_metrics(tmp_path) == [{"loss": 0.5, "epoch": 3}, {"acc": 1.5}]
