@@ -335,6 +335,20 @@ def test_unreadable_and_incomplete_checkpoints_say_why(tmp_path):
         ckpt.load_checkpoint(tmp_path / "part.pt")
 
 
+
+def test_a_truncated_checkpoint_says_what_torch_found(tmp_path):
+    """A file cut short (copied while it was written, say) gets the first line of torch's own error."""
+    torch.save({"model": {"w": torch.zeros(1000)}}, tmp_path / "whole.pt")
+    data = (tmp_path / "whole.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(Exception) as info:
+        torch.load(cut, weights_only=True)
+    first_line = str(info.value).splitlines()[0]
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_checkpoint(cut)
+    assert str(info.value) == f"{cut} is not a readable nmeplib checkpoint: {first_line}"
+
 KILLED_MID_WRITE = """
 import os, signal, sys
 from nmeplib import checkpoint as ckpt
