@@ -214,9 +214,19 @@ def test_erase_blanks_one_rectangle_in_about_half_the_images(device, size):
     top, left, h, w = (torch.tensor(v) for v in zip(*boxes))
     areas = (h * w).float() / size ** 2
     assert areas.max() > 0.5 * ERASE_AREA[1] and areas.min() < 2 * ERASE_AREA[0]   # the whole range is drawn
-    assert (h > w).any() and (w > h).any() and min(h.min(), w.min()) == 1           # tall, wide, and thin ones
+    assert (h > w).any() and (w > h).any() and h.min() == 1 and w.min() == 1          # tall, wide, and thin ones
     assert (top > 0).any() and (left > 0).any()                                       # anywhere in the image,
-    assert (top + h == size).any() and (left + w == size).any()                       # up to its edges
+    for start, length in ((top, h), (left, w)):                                       # up to either edge alike
+        first, last = int((start == 0).sum()), int((start + length == size).sum())
+        assert last > 0 and abs(first - last) < 5 * math.sqrt(first + last)
+
+
+def test_erase_blanks_at_least_one_pixel_whenever_it_fires(monkeypatch):
+    import nmeplib.data.augment as augment
+
+    monkeypatch.setattr(augment, "ERASE_P", 1.0)
+    out = identity_augment("erase", 8)(images(N, size=8), generator(torch.device("cpu"), 3))
+    assert (as_uint8(out) == 0).all(1).flatten(1).any(1).all()
 
 
 @pytest.mark.parametrize("spec, named", [("crop+twirl", "twirl"), ("twirl+crop+spin", "twirl, spin"), ("", "''"),
