@@ -273,3 +273,20 @@ def test_jitter_keeps_the_pixel_scale():
     jittered = Augment("jitter", (0.5,) * 3, (0.25,) * 3, 8)(x, gen)
     plain = Augment("none", (0.5,) * 3, (0.25,) * 3, 8)(x)
     assert abs(float(jittered.mean()) - float(plain.mean())) < 0.1
+
+
+def test_the_jitter_path_normalises_exactly_like_the_plain_one(monkeypatch):
+    """With the jitter itself made the identity, an augmented batch equals the plain one."""
+    import nmeplib.data.augment as augment
+
+    monkeypatch.setattr(augment, "colour_jitter", lambda x, gen: x)
+    x = images(64, size=8, seed=5)
+    jittered = Augment("jitter", (0.5,) * 3, (0.25,) * 3, 8)(x, generator(torch.device("cpu"), 0))
+    torch.testing.assert_close(jittered, Augment("none", (0.5,) * 3, (0.25,) * 3, 8)(x), rtol=0, atol=1e-6)
+
+
+def test_only_images_of_another_size_are_resized(monkeypatch):
+    calls, real = [], F.interpolate
+    monkeypatch.setattr(F, "interpolate", lambda x, **kw: calls.append(tuple(x.shape[-2:])) or real(x, **kw))
+    assert identity_augment("none", 8)(images(4, size=8)).shape[-2:] == (8, 8) and calls == []
+    assert identity_augment("none", 8)(images(4, size=16)).shape[-2:] == (8, 8) and calls == [(16, 16)]
