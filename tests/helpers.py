@@ -21,6 +21,14 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline.py"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def forbid_default_device(monkeypatch, *modules) -> None:
+    """Make ``default_device`` raise in each module: a call given a device must never look it up."""
+    def no_default():
+        raise AssertionError("looked up the default device although a device was given")
+    for module in modules:
+        monkeypatch.setattr(module, "default_device", no_default)
+
+
 def write_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     """A small CIFAR-10 copy in the official python layout (5 train batches + test batch)."""
     folder = root / "cifar-10-batches-py"

@@ -5,8 +5,11 @@ import torch
 
 from nmeplib import checkpoint as ckpt
 from nmeplib.config import ConfigError
+from nmeplib.data import build_loader
 from nmeplib.engine import TrainingDiverged, evaluate, fit, train_one_epoch, validate
 from nmeplib.tracking import read_metrics
+
+from helpers import forbid_default_device
 
 # On CUDA a resumed run may differ from an uninterrupted one by cuDNN's nondeterminism only:
 # a few predictions of 360 validation images, and the losses in their third digit.
@@ -88,7 +91,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_config, monkeypatc
 
 
 def test_shared_loop_functions(digits_config):
-    from nmeplib.data import build_loader
     from nmeplib.models import build_model_from_config
     from nmeplib.optim import build_optimizer
 
@@ -295,9 +297,7 @@ def test_fit_wires_its_device_schedule_smoothing_and_class_names_through(digits_
     import nmeplib.engine as engine
     from nmeplib.optim import Schedule
 
-    def no_default():
-        raise AssertionError("fit(device=...) looked up the default device")
-    monkeypatch.setattr(engine, "default_device", no_default)
+    forbid_default_device(monkeypatch, engine)
     calls, real_train, real_validate = [], engine.train_one_epoch, engine.validate
     monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **kw: calls.append(("train", kw)) or real_train(*a, **kw))
     monkeypatch.setattr(engine, "validate", lambda *a, **kw: calls.append(("val", kw)) or real_validate(*a, **kw))
@@ -394,6 +394,5 @@ def test_compile_true_trains_the_compiled_model(digits_config, monkeypatch):
     config = digits_config("TRAIN.EPOCHS=1", "TRAIN.COMPILE=true")
     fit(config)
     assert len(compiled) == 1 and type(compiled[0]).__name__ == "LeNet"
-    from nmeplib.data.build import build_loader
     cpu = torch.device("cpu")
     assert len(steps) == len(build_loader(config, "train", device=cpu)) + len(build_loader(config, "val", device=cpu))

@@ -2,9 +2,9 @@
 written atomically; checkpoints restore their random state wherever they were loaded to."""
 import errno
 import os
-import re
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -335,7 +335,6 @@ def test_unreadable_and_incomplete_checkpoints_say_why(tmp_path):
         ckpt.load_checkpoint(tmp_path / "part.pt")
 
 
-
 def test_a_truncated_checkpoint_says_what_torch_found(tmp_path):
     """A file cut short (copied while it was written, say) gets the first line of torch's own error."""
     torch.save({"model": {"w": torch.zeros(1000)}}, tmp_path / "whole.pt")
@@ -348,6 +347,7 @@ def test_a_truncated_checkpoint_says_what_torch_found(tmp_path):
     with pytest.raises(ckpt.CheckpointError) as info:
         ckpt.load_checkpoint(cut)
     assert str(info.value) == f"{cut} is not a readable nmeplib checkpoint: {first_line}"
+
 
 KILLED_MID_WRITE = """
 import os, signal, sys

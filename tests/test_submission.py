@@ -16,6 +16,8 @@ from nmeplib.data.hdf5 import load_split, write_hdf5
 from nmeplib.engine import fit
 from nmeplib.submission import OutputError, load_model, predict, read_submission, write_submission
 
+from helpers import forbid_default_device
+
 
 def make_hdf5(path, classes=3, sizes=(96, 40, 37), img=32, seed=0, names=True):
     """Images whose mean colour tells the class, so a model can learn them in an epoch.
@@ -156,10 +158,7 @@ def test_predict_on_the_device_asked_for_returns_the_split_and_config_it_used(tr
     import nmeplib.data.build as build
     import nmeplib.runtime as runtime
 
-    def no_default():
-        raise AssertionError("predict(device=...) looked up the default device")
-    monkeypatch.setattr(runtime, "default_device", no_default)
-    monkeypatch.setattr(build, "default_device", no_default)
+    forbid_default_device(monkeypatch, runtime, build)
     checkpoint, path = trained
     result = predict(checkpoint, split="val", device="cpu")
     _, labels = load_split(path, "val", progress=False)
