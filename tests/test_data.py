@@ -48,6 +48,29 @@ def test_cifar_corrupt_batch(tmp_path):
         build_dataset(cifar_config(tmp_path / "x", f"DATA.ROOT={tmp_path}"), "train")
 
 
+def _rewrite_batch(folder, name, change):
+    with open(folder / name, "rb") as f:
+        batch = pickle.load(f)
+    change(batch)
+    with open(folder / name, "wb") as f:
+        pickle.dump(batch, f)
+
+
+@pytest.mark.parametrize("split, name, change, message", [
+    ("train", "data_batch_2", lambda b: b.update({b"labels": b[b"labels"][:-3]}), r"20 images but 17 labels"),
+    ("train", "data_batch_4", lambda b: b[b"labels"].__setitem__(5, 10), r"\(train\) has label 10; CIFAR-10's labels are 0-9"),
+    ("val", "test_batch", lambda b: b[b"labels"].__setitem__(0, -1), r"test_batch \((val|test)\) has label -1"),
+    ("train", "data_batch_1", lambda b: b.update({b"data": b[b"data"].astype(np.float32) / 255}),
+     r"data_batch_1 \(train\) stores its images as float32, not uint8"),
+])
+def test_cifar_batch_that_would_train_on_wrong_data_is_refused(tmp_path, split, name, change, message):
+    folder = write_cifar(tmp_path)
+    _rewrite_batch(folder, name, change)
+    with pytest.raises(DatasetError, match=message):
+        build_dataset(cifar_config(tmp_path), split)
+
+
+
 class Payload:
     """Unpickles by calling ``call(*args)``: what a booby-trapped pickle does."""
 

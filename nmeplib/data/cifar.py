@@ -20,6 +20,7 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+NUM_CLASSES = 10
 
 
 def find_folder(root: str | Path, download: bool = True) -> Path:
@@ -87,6 +88,20 @@ def class_names(folder: Path) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
+def _check_batch(path: Path, split: str, data: np.ndarray, labels: np.ndarray) -> None:
+    """Refuse a batch that would train on wrong data: pixels that are not uint8 (a float copy in
+    [0, 1] cast to uint8 is black), as many labels as images, and labels that are CIFAR-10 classes."""
+    if data.dtype != np.uint8:
+        raise DatasetError(f"{path} ({split}) stores its images as {data.dtype}, not uint8 (0-255); "
+                           f"replace it with the official file")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(data):
+        raise DatasetError(f"{path} ({split}) has {len(data)} images but {labels.size} labels "
+                           f"({labels.dtype}); each image needs one integer label")
+    bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
+    if len(bad):
+        raise DatasetError(f"{path} ({split}) has label {int(bad[0])}; CIFAR-10's labels are 0-{NUM_CLASSES - 1}")
+
+
 def load_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 N×3×32×32 images and int64 labels of ``train`` or ``val``/``test``."""
     files = TRAIN_FILES if split == "train" else ["test_batch"]
@@ -96,6 +111,8 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         data, batch_labels = batch.get(b"data"), batch.get(b"labels")
         if data is None or batch_labels is None or np.asarray(data).shape[-1] != 3072:
             raise DatasetError(f"{folder / name} lacks b'data' (N×3072 uint8) or b'labels'")
-        images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
+        data, batch_labels = np.asarray(data), np.asarray(batch_labels)
+        _check_batch(folder / name, split, data, batch_labels)
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels.astype(np.int64))
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
