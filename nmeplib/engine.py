@@ -141,19 +141,23 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> dict:
 
 
 def num_classes_for(config: Config, train_split, *others) -> int:
-    """``MODEL.NUM_CLASSES`` if set, else the training split's; every split's labels are checked
-    against it before the first step, so a bad label cannot end a run after an epoch."""
-    labels_max = int(train_split.labels.max()) if len(train_split.labels) else -1
-    wanted = config.MODEL.NUM_CLASSES
-    if wanted is not None and labels_max >= wanted:
-        raise ConfigError(f"MODEL.NUM_CLASSES={wanted} but the {config.DATA.DATASET} labels go up to {labels_max}")
-    num_classes = wanted or max(train_split.num_classes, labels_max + 1)
-    for split in others:
+    """``MODEL.NUM_CLASSES`` if set, else the dataset's own class count (CIFAR-10's ten, an HDF5
+    file's class names). Every split must hold images and only labels below that count, checked
+    before the first step, so bad data can neither grow the model nor end a run after an epoch."""
+    num_classes = config.MODEL.NUM_CLASSES or train_split.num_classes
+    for split in (train_split, *others):
+        where = split.path or config.DATA.DATASET
+        if len(split) == 0:
+            raise DatasetError(f"the {split.split} split of {where} holds no images; training and validation "
+                               f"need at least one each")
         labels = split.labels[split.labels >= 0]  # -1: hidden
+        if len(labels) and int(labels.max()) >= num_classes and config.MODEL.NUM_CLASSES:
+            raise ConfigError(f"MODEL.NUM_CLASSES={num_classes} but the {config.DATA.DATASET} labels go up to "
+                              f"{int(labels.max())}")
         if len(labels) and int(labels.max()) >= num_classes:
-            raise DatasetError(f"the {split.split} split of {split.path or config.DATA.DATASET} "
-                               f"has label {int(labels.max())}, but the model has {num_classes} classes; "
-                               f"fix the file or set MODEL.NUM_CLASSES")
+            raise DatasetError(f"the {split.split} split of {where} has label {int(labels.max())}, but "
+                               f"the dataset has {num_classes} classes (0-{num_classes - 1}); fix the file or "
+                               f"the class names")
     return num_classes
 
 

@@ -252,25 +252,31 @@ def test_a_finite_loss_far_above_chance_is_divergence_only_in_training():
     assert train_one_epoch(model, batches, frozen, cpu)["loss"] < engine.DIVERGED * math.log(3)
 
 
-def test_num_classes_for_each_split():
+def test_num_classes_come_from_the_dataset_and_every_label_must_fit():
     from types import SimpleNamespace
 
     from nmeplib.config import load_config
     from nmeplib.data import DatasetError
     from nmeplib.engine import num_classes_for
 
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return self.n
+
     def split(labels, num_classes=0, name="val"):
-        return SimpleNamespace(labels=torch.tensor(labels), num_classes=num_classes, split=name, path="f.h5")
+        return Split(labels=torch.tensor(labels), num_classes=num_classes, split=name, path="f.h5", n=len(labels))
     config = load_config()
-    assert num_classes_for(config, split([0, 4], num_classes=3)) == 5        # labels beyond the names
     assert num_classes_for(config, split([0, 1], num_classes=7)) == 7
-    assert num_classes_for(config, split([], num_classes=2)) == 2
-    assert num_classes_for(load_config(None, ["MODEL.NUM_CLASSES=9"]), split([0, 8])) == 9
+    assert num_classes_for(config, split([0, 4], num_classes=5), split([-1, 4])) == 5
+    assert num_classes_for(load_config(None, ["MODEL.NUM_CLASSES=9"]), split([0, 8], num_classes=3)) == 9
     with pytest.raises(ConfigError, match=r"^MODEL\.NUM_CLASSES=8 but the digits labels go up to 8$"):
         num_classes_for(load_config(None, ["MODEL.NUM_CLASSES=8"]), split([0, 8]))
-    assert num_classes_for(config, split([0, 4]), split([-1, 4])) == 5
-    with pytest.raises(DatasetError, match=r"^the val split of f\.h5 has label 5, but the model has 5 classes"):
-        num_classes_for(config, split([0, 4]), split([-1, 5]))
+    with pytest.raises(DatasetError, match=r"^the train split of f\.h5 has label 4, but the dataset has 3 classes"):
+        num_classes_for(config, split([0, 4], num_classes=3, name="train"))   # never a bigger model
+    with pytest.raises(DatasetError, match=r"^the val split of f\.h5 has label 7, but the dataset has 4 classes"):
+        num_classes_for(config, split([0, 3], num_classes=4, name="train"), split([-1, 7]))
+    with pytest.raises(DatasetError, match=r"^the val split of f\.h5 holds no images"):
+        num_classes_for(config, split([0, 3], num_classes=4, name="train"), split([]))
 
 
 def test_config_changes_name_each_setting_and_skip_the_ignored():

@@ -455,9 +455,20 @@ def test_label_errors_name_the_split_exactly(h5, tmp_path):
     with pytest.raises(DatasetError, match=rf"^{path}: labels-val has label 5 but there are only 5 class names "
                                            rf"\(from {names}\)$"):
         inspect_hdf5(path, names)
-    assert inspect_hdf5(path)["num_classes"] == 6                 # without names: one more than the largest
+    with pytest.raises(DatasetError, match=rf"^{path}: labels-val has label 5 but there are only 5 classes in "
+                                           rf"labels-train$"):
+        inspect_hdf5(path)                                         # without names the training labels decide
     rewrite(path, labels_key("val"), np.where(np.arange(13) == 0, -2, splits["val"][1]))
     with pytest.raises(DatasetError, match=rf"^{path}: labels-val has negative label -2$"):
+        inspect_hdf5(path)
+
+
+@pytest.mark.parametrize("label", [2**40, 5 * 10**7])
+def test_a_huge_label_is_one_error_before_anything_is_allocated(h5, label):
+    path, splits = h5
+    n = len(splits["train"][1])
+    rewrite(path, labels_key("train"), np.where(np.arange(n) == 1, label, splits["train"][1]))
+    with pytest.raises(DatasetError, match=rf"^{path}: labels-train has label {label} but only {n} images"):
         inspect_hdf5(path)
 
 
@@ -648,3 +659,19 @@ def test_a_writer_closed_by_hand_keeps_its_file_and_closes_once(tmp_path):
     assert inspect_hdf5(tmp_path / "w.h5")["num_samples"]["test"] == 2
     with h5py.File(write_hdf5(tmp_path / "d.h5", make_splits())) as f:
         assert f[images_key("val")].chunks[0] == 256                  # write_hdf5's default chunk too
+
+
+@pytest.mark.parametrize("empty", ["train", "val"])
+def test_a_split_that_training_needs_must_hold_images(tmp_path, empty):
+    from nmeplib.engine import fit
+
+    splits = make_splits()
+    splits["train"][1][0] = 4
+    splits[empty] = (splits[empty][0][:0], splits[empty][1][:0])
+    path = write_hdf5(tmp_path / "data.h5", splits, chunk=4)
+    config = from_dict({"DATA": {"DATASET": "medium_imagenet", "ROOT": str(path), "IMG_SIZE": 8, "BATCH_SIZE": 4,
+                                 "NUM_WORKERS": 0}, "MODEL": {"NAME": "lenet"},
+                        "TRAIN": {"EPOCHS": 1, "WARMUP_EPOCHS": 0}, "OUTPUT": str(tmp_path / "run")})
+    with pytest.raises(DatasetError, match=rf"^the {empty} split of {path} holds no images"):
+        fit(config)
+    assert not (tmp_path / "run" / "summary.json").exists()

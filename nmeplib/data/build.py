@@ -149,6 +149,9 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
     device = torch.device(device) if device is not None else default_device()
     dataset = dataset or build_dataset(config, split)
     train = split == "train"
+    if train and len(dataset) == 0:
+        raise DatasetError(f"the train split of {dataset.path or config.DATA.DATASET} holds no images; "
+                           f"training needs at least one")
     shuffle = train if shuffle is None else shuffle
     augment = train if augment is None else augment
     aug = Augment(config.DATA.AUGMENT, dataset.mean, dataset.std, config.DATA.IMG_SIZE, train=augment)

@@ -140,16 +140,22 @@ def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None 
     with open_hdf5(path) as f:
         img_size, counts = schema(f, path)
         found = _names_from_text(path, class_names) or _names_from_file(f)
-        top = -1
-        for split in LABELED:
+        num_classes = len(found[0]) if found else None
+        for split in LABELED:  # train first: without class names its labels define the classes
             labels = read_rows(f[labels_key(split)], 0, counts[split])
             if labels.size and labels.min() < 0:
                 raise DatasetError(f"{path}: {labels_key(split)} has negative label {labels.min()}")
-            top = max(top, int(labels.max()) if labels.size else -1)
-            if found and top >= len(found[0]):
+            top = int(labels.max()) if labels.size else -1
+            if num_classes is None and labels.size:
+                if top >= counts[split]:
+                    raise DatasetError(f"{path}: {labels_key(split)} has label {top} but only {counts[split]} "
+                                       f"images; a file without class names numbers its classes 0, 1, 2, ...")
+                num_classes = top + 1
+            elif num_classes is not None and top >= num_classes:
+                source = f"class names (from {found[1]})" if found else f"classes in {labels_key('train')}"
                 raise DatasetError(f"{path}: {labels_key(split)} has label {top} but there are "
-                                   f"only {len(found[0])} class names (from {found[1]})")
-    names = found[0] if found else default_class_names(top + 1)
+                                   f"only {num_classes} {source}")
+    names = found[0] if found else default_class_names(num_classes or 0)
     return {"path": str(path), "img_size": img_size, "num_samples": counts,
             "num_classes": len(names), "class_names": names}
 
