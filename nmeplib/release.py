@@ -8,9 +8,11 @@ What students write is marked in place, in the style of nbgrader:
 - ``worksheet.md``: ``<!-- BEGIN ANSWER -->`` ... ``<!-- END ANSWER -->`` around each answer,
   which becomes ``YOUR ANSWER HERE`` (or the text after ``BEGIN ANSWER:`` in the marker).
 
-The release is built from the git-tracked files, less the staff-only ones (``STAFF_ONLY``); the
-README's "For course staff" section becomes ``STUDENT_README``, and ``grading.REFERENCE_FILE`` is
-written so that ``python -m nmeplib check`` can grade without the solutions.
+The release is built from the git-tracked files, less the staff-only ones (``STAFF_ONLY``: the
+tests of the solutions, the measured answers, the staff guide and testing notes; README.md is
+written for students and ships as it is), and ``grading.REFERENCE_FILE`` is written so that
+``python -m nmeplib check`` can grade without the solutions. A release is never written into the
+repository it is cut from.
 """
 from __future__ import annotations
 
@@ -30,31 +32,8 @@ WORKSHEET = "worksheet.md"
 STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
     "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
     "tests/test_reproduce.py", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
-    "runs/*",
+    "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh",
 )
-STAFF_SECTION = "## For course staff"
-STUDENT_README = """## For students
-
-This is your copy of the workbook. Each `# YOUR CODE HERE` in `nmeplib/models/alexnet.py`,
-`nmeplib/models/resnet.py` and the notebooks raises `NotImplementedError` with what to build, the
-shapes and the parameter count to reach: replace the `raise` with your code. Answer each question
-of `worksheet.md` in place of its `YOUR ANSWER HERE`.
-
-Get feedback on your models at any time (offline, on a CPU, in seconds):
-
-```bash
-python -m nmeplib check alexnet       # or resnet18, or all
-```
-
-or `wb.check("alexnet")` in a notebook. It checks the parameter count, the output shapes at the
-course's image sizes, that every parameter receives a gradient, your forward pass against the
-reference's outputs (stored in `nmeplib/grading_reference.json`: your weights are set to fixed
-values, in the order you define the layers, so define them in the order they run) and a few
-training steps on the bundled digits. Each failure names the layer or the property that differs.
-Until your models are written, the notebooks and tests that use them stop at the first stub.
-"""
-
-
 class ReleaseError(ValueError):
     """A marker problem or an unusable output folder; the message names the file and line."""
 
@@ -141,14 +120,6 @@ def strip_notebook(text: str, path: str) -> tuple[str, list[Region]]:
     return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", regions
 
 
-def student_readme(text: str) -> str:
-    """README with the staff section replaced by the students' one."""
-    head, found, tail = text.partition(STAFF_SECTION)
-    rest = re.search(r"^## ", tail, flags=re.M)
-    body = head.rstrip("\n") + "\n\n" + STUDENT_README
-    return body + ("\n" + tail[rest.start():] if found and rest else "")
-
-
 def tracked_files(root: Path) -> list[str]:
     """Repository-relative paths of the git-tracked files that exist, staff-only ones left out."""
     try:
@@ -171,8 +142,6 @@ def build_release(root: Path) -> tuple[dict[str, bytes], list[Region]]:
         if strip is not None:
             text, found = strip(data.decode(), path)
             data, regions = text.encode(), regions + found
-        elif path == "README.md":
-            data = student_readme(data.decode()).encode()
         files[path] = data
     return files, regions
 
@@ -182,6 +151,13 @@ def release(root: Path, out_dir: Path, *, force: bool = False) -> list[Region]:
     from . import grading
 
     out_dir = Path(out_dir)
+    source, target = Path(root).resolve(), out_dir.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise ReleaseError(f"{out_dir} is {'inside ' if source in target.parents else ''}the repository the "
+                           f"release is cut from ({source}), or holds it; write the release to a folder outside it")
+    blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
+    if blocker is not None and blocker != out_dir and not blocker.is_dir():
+        raise ReleaseError(f"cannot write {out_dir}: {blocker} is a file, not a folder")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
         raise ReleaseError(f"{out_dir} is not an empty folder (pass --force to write into it anyway)")
     files, regions = build_release(root)

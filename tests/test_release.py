@@ -87,6 +87,22 @@ def test_refuses_a_non_empty_folder(tmp_path, capsys):
     assert err.startswith(f"error: {tmp_path} is not an empty folder") and "--force" in err
 
 
+@pytest.mark.parametrize("inside", [".", "nmeplib", "notebooks/out", ".."])
+def test_never_writes_into_the_repository_it_is_cut_from(tmp_path, inside):
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True, timeout=60)
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    with pytest.raises(release.ReleaseError, match="the repository the release is cut from"):
+        release.release(repo, repo / inside, force=True)
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts} == before
+
+
+def test_a_file_in_the_output_path_is_one_error(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert release.main([str(tmp_path / "notes.txt" / "out")]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {tmp_path}/notes.txt/out: {tmp_path}/notes.txt is a file, not a folder\n"
+
+
 def test_release_has_no_solutions(student):
     files = {p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()}
     assert "tests/test_models.py" not in files and "tests/test_release.py" not in files
@@ -100,7 +116,8 @@ def test_release_has_no_solutions(student):
     assert "## 4.1 How many parameters does AlexNet have?" in worksheet and "x = 256·6·6" not in worksheet
     assert worksheet.count("YOUR ANSWER HERE") == (ROOT / "worksheet.md").read_text().count("BEGIN ANSWER") - 1
     readme = (student / "README.md").read_text()
-    assert "## For students" in readme and "## For course staff" not in readme
+    assert readme == (ROOT / "README.md").read_text() and "## Your models and `check`" in readme
+    assert not (student / "docs" / "staff.md").exists() and not (student / "docs" / "testing.md").exists()
     cells = json.loads((student / "notebooks/06_resnet.ipynb").read_text())["cells"]
     sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     assert not any("= wb.prediction_grid(" in s for s in sources)
