@@ -208,6 +208,33 @@ def _set(config: Config, key: str, value: Any, where: str,
     node[leaf] = _coerce(key, value)
 
 
+class _Refused(yaml.constructor.ConstructorError):
+    """What :class:`_StrictLoader` refuses, reported as one line with the file and line."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, less two traps: a key given twice (YAML keeps the last one
+    silently) and anchors with aliases, which can expand a small file without bound."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            mark = self.peek_event().start_mark
+            raise _Refused(None, None, "anchors and aliases (& and *) are not "
+                                                    "allowed in a config; write the values out", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            value = self.construct_object(value_node, deep=True)
+            if key in seen and seen[key] != value:  # the old course's files repeat some keys, unchanged
+                raise _Refused(None, None, f"key {key!r} is given twice, with different values "
+                               f"({seen[key]!r}, then {value!r}); keep one", key_node.start_mark)
+            seen[key] = value
+        return super().construct_mapping(node, deep)
+
+
 def _find_file(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     candidates = [path, CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"]
@@ -224,7 +251,11 @@ def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = (),
     if path in seen:
         raise ConfigError(f"config {path} inherits from itself through BASE")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text file (not UTF-8); give a YAML config") from None
+    except _Refused as err:
+        raise ConfigError(f"config {path}, line {err.problem_mark.line + 1}: {err.problem}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from None
     if not isinstance(tree, dict):

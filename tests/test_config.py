@@ -364,3 +364,34 @@ def test_none_spellings_given_as_text(text):
     assert load_config("digits_lenet", {"MODEL.DROPOUT": 0.3, "MODEL.NUM_CLASSES": 7}).MODEL.DROPOUT == 0.3
     config = load_config("digits_lenet", {"MODEL.DROPOUT": text, "MODEL.NUM_CLASSES": text})
     assert config.MODEL.DROPOUT is None and config.MODEL.NUM_CLASSES is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("TRAIN:\n  EPOCHS: 2\n  EPOCHS: 3\n", r", line 3: key 'EPOCHS' is given twice, with different values \(2, then 3\); keep one$"),
+    ("TRAIN:\n  EPOCHS: 2\nSEED: 1\nTRAIN:\n  LR: 0.1\n", r", line 4: key 'TRAIN' is given twice, with different values"),
+    ("a: &a [1, 2]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+     r", line 1: anchors and aliases \(& and \*\) are not allowed in a config; write the values out$"),
+])
+def test_duplicate_keys_and_aliases_are_refused_with_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^config {path}{message}"):
+        load_config(path)
+
+
+def test_every_shipped_config_still_loads():
+    from nmeplib.config import CONFIG_DIR
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        load_config(path)
+
+
+def test_a_binary_config_is_one_error_line_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "photo.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    done = subprocess.run([sys.executable, "-m", "nmeplib", "train", "--config", str(path), "--output",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"error: config {path} is not a text file (not UTF-8); give a YAML config\n"
