@@ -86,7 +86,8 @@ def test_class_name_resolution_order(tmp_path):
     path = write_hdf5(tmp_path / "d.h5", make_splits(), class_names=list("abcde"))
     assert read_class_names(path) == list("abcde")                       # root attribute
     (tmp_path / "class_names.txt").write_text("c0\nc1\nc2\nc3\nc4\n")
-    assert read_class_names(path) == ["c0", "c1", "c2", "c3", "c4"]       # beside the file
+    (tmp_path / "d.class_names.txt").write_text("s0\ns1\ns2\ns3\ns4\n")
+    assert read_class_names(path) == list("abcde")                       # the file's own names come first
     explicit = tmp_path / "mine.txt"
     explicit.write_text("\n".join(f"x{i}" for i in range(7)))
     assert read_class_names(path, explicit) == [f"x{i}" for i in range(7)]
@@ -96,6 +97,10 @@ def test_class_name_resolution_order(tmp_path):
 
     bare = write_hdf5(tmp_path / "sub" / "bare.h5", make_splits())
     assert read_class_names(bare) == default_class_names(5)               # none: class_<i>
+    (tmp_path / "sub" / "class_names.txt").write_text("c0\nc1\nc2\nc3\nc4\n")
+    assert read_class_names(bare) == ["c0", "c1", "c2", "c3", "c4"]       # none stored: class_names.txt beside
+    (tmp_path / "sub" / "bare.class_names.txt").write_text("s0\ns1\ns2\ns3\ns4\n")
+    assert read_class_names(bare) == ["s0", "s1", "s2", "s3", "s4"]       # the text file named after it first
     with h5py.File(bare, "a") as f:
         f[CLASS_NAMES_KEY] = np.array([b"p", b"q", b"r", b"s", b"t"])
     assert read_class_names(bare) == list("pqrst")                        # dataset in the file
@@ -366,7 +371,7 @@ def test_build_train_val_test_layout(tmp_path, capsys):
     assert "2 classes, 6 px, train 6, val 2, test 2" in capsys.readouterr().out
     info = inspect_hdf5(tmp_path / "out" / "m.h5")
     assert info["class_names"] == ["cat", "dog"] and info["img_size"] == 6
-    assert (tmp_path / "out" / "class_names.txt").read_text().split() == ["cat", "dog"]
+    assert (tmp_path / "out" / "m.class_names.txt").read_text().split() == ["cat", "dog"]
     images, labels = load_split(info["path"], "test", progress=False)
     assert labels.tolist() == [-1, -1] and images[:, :, 0, 0].tolist() == [[9] * 3, [7] * 3]
     images, labels = load_split(info["path"], "train", progress=False)

@@ -2,16 +2,22 @@
 
 A file holds ``images-{train,val,test}`` (uint8, N x 3 x H x W, H == W) and
 ``labels-{train,val}`` (integers). The test split has no labels; it reports -1.
-Class names come from a text file (named, or ``class_names.txt`` beside the file),
-else the file's ``class_names`` attribute or dataset, else ``class_<i>``.
+Class names come from the text file ``DATA.CLASS_NAMES`` names, else the file's own
+``class_names`` attribute or dataset, else a text file beside it named after it
+(``X.hdf5`` -> ``X.class_names.txt``) or, for files that store none such as the course
+server's, ``class_names.txt``; else ``class_<i>``. Names stored in the file come before any
+shared text file, so files built in one folder never take each other's names.
 Streaming a split in shuffled blocks for training is ``stream.HDF5Blocks``.
 """
 from __future__ import annotations
 
 import errno
+import glob
 import math
 import os
-import tempfile
+import re
+import secrets
+import socket
 from pathlib import Path
 
 import h5py
@@ -108,17 +114,29 @@ def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()]
 
 
-def _names_from_text(path: str | os.PathLike, explicit: str | os.PathLike | None):
-    """(names, source) from an explicit file or class_names.txt beside `path`; None if neither."""
-    if explicit is not None and not Path(explicit).is_file():
-        raise DatasetError(f"{explicit}: class-names file not found")
-    source = Path(explicit) if explicit is not None else Path(path).with_name(CLASS_NAMES_FILE)
-    if not source.is_file():
-        return None
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The class-names text file named after an HDF5 file: ``X.hdf5`` -> ``X.class_names.txt``."""
+    return Path(path).with_suffix(".class_names.txt")
+
+
+def _read_names(source: Path):
     names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"{source}: class-names file is empty")
     return names, str(source)
+
+
+def _names_from_text(path: str | os.PathLike, explicit: str | os.PathLike | None = None):
+    """(names, source) from an explicit file, else ``X.class_names.txt`` or ``class_names.txt``
+    beside `path`; None if none exists."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise DatasetError(f"{explicit}: class-names file not found")
+        return _read_names(Path(explicit))
+    for source in (sidecar_path(path), Path(path).with_name(CLASS_NAMES_FILE)):
+        if source.is_file():
+            return _read_names(source)
+    return None
 
 
 def _names_from_file(f: h5py.File):
@@ -139,7 +157,8 @@ def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None 
     """
     with open_hdf5(path) as f:
         img_size, counts = schema(f, path)
-        found = _names_from_text(path, class_names) or _names_from_file(f)
+        found = ((class_names is not None and _names_from_text(path, class_names))
+                 or _names_from_file(f) or _names_from_text(path))
         num_classes = len(found[0]) if found else None
         for split in LABELED:  # train first: without class names its labels define the classes
             labels = read_rows(f[labels_key(split)], 0, counts[split])
@@ -160,28 +179,68 @@ def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None 
             "num_classes": len(names), "class_names": names}
 
 
+def _temporary(path: Path) -> Path:
+    """A new temporary name beside ``path`` that says which process writes it: ``.X.hdf5.PID@HOST.RAND.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of ``path`` left by writers on this machine that no longer run.
+
+    Only names :func:`_temporary` gives ``path`` count; a temporary of a live process (or one
+    written on another machine sharing the folder) is kept, so a build running at the same
+    time is never disturbed. A dead writer's pid reused by a new process keeps its temporary
+    until a later build. Returns the files removed.
+    """
+    path, host, removed = Path(path), socket.gethostname(), []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)@{re.escape(host)}\.[0-9a-f]+\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(tmp.name)
+        if match and not _alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 class HDF5Writer:
     """Build a file split by split, a batch at a time, so folders larger than memory fit.
 
     The file is written under a temporary name in the target folder and moved into
-    place only when the writer closes without error, so readers never see half a file.
-    Splits never appended to are stored empty. An output path that cannot be written (a
-    folder, a file where a folder should be) raises OutputError before anything is read.
+    place only when the writer closes without error, so readers never see half a file;
+    temporaries that killed writers of the same file left are removed first
+    (:func:`remove_stale_temporaries`). The file gets the permissions ``open()`` gives
+    (0666 less the umask). Splits never appended to are stored empty. An output path that
+    cannot be written (a folder, a file where a folder should be) raises OutputError before
+    anything is read.
     """
 
     def __init__(self, path: str | os.PathLike, img_size: int,
                  class_names: list[str] | None = None, chunk: int = 256) -> None:
         self.path = Path(path)
+        tmp, created = _temporary(self.path), False
         try:   # before any image is read: a wrong path should not cost the whole conversion
             if self.path.is_dir():
                 raise IsADirectoryError(errno.EISDIR, "is a folder, give a file name", str(self.path))
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            remove_stale_temporaries(self.path)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))   # mode as open() gives
+            created = True
+            self._tmp, self.img_size, self.chunk = tmp, img_size, chunk
+            self._file = h5py.File(self._tmp, "w")
         except OSError as err:
+            if created:
+                tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot write {self.path}: {err}") from None
-        os.close(fd)
-        self._tmp, self.img_size, self.chunk = Path(tmp), img_size, chunk
-        self._file = h5py.File(self._tmp, "w")
         shape = (3, img_size, img_size)
         for split in SPLITS:
             self._file.create_dataset(images_key(split), (0, *shape), np.uint8,

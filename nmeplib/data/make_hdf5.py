@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..checkpoint import atomic_write
 from .common import DatasetError
-from .hdf5 import CLASS_NAMES_FILE, SPLITS, HDF5Writer, inspect_hdf5
+from .hdf5 import SPLITS, HDF5Writer, inspect_hdf5, sidecar_path
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 Items = list[tuple[Path, int]]  # (image file, label); label -1 for test
@@ -87,6 +88,9 @@ def _collect(src: Path, val_fraction: float, seed: int) -> tuple[list[str], dict
     classes = [p.name for p in _subfolders(root)]
     if not classes:
         raise DatasetError(f"{root}: no class sub-folders with images")
+    for name in classes:   # a class-names text file has one name a line: a line break shifts every later class
+        if "\n" in name or "\r" in name:
+            raise DatasetError(f"{root}: class folder {name!r} has a line break in its name; rename it")
     splits = {"train": _labelled(root, classes, require_all=True)}
     if (src / "val").is_dir() and root is train_dir:
         splits["val"] = _labelled(src / "val", classes, require_all=False)
@@ -116,8 +120,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
 
 def build_from_folder(src: str | os.PathLike, out: str | os.PathLike, *, img_size: int = 96,
                       val_fraction: float = 0.1, seed: int = 0, progress: bool = True) -> dict:
-    """Write the images under `src` to the HDF5 file `out` (plus class_names.txt beside it)
-    and return inspect_hdf5's description of the result."""
+    """Write the images under `src` to the HDF5 file `out`, its class names stored inside it (and,
+    for people, in ``X.class_names.txt`` beside ``X.hdf5``), and return inspect_hdf5's description."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     classes, splits = _collect(Path(src), val_fraction, seed)
@@ -134,7 +138,7 @@ def build_from_folder(src: str | os.PathLike, out: str | os.PathLike, *, img_siz
                 images = np.stack(list(pool.map(lambda p: load_image(p, img_size), files)))
                 writer.append(split, images, None if split == "test" else np.array(labels))
                 bar.update(len(files))
-    out.with_name(CLASS_NAMES_FILE).write_text("\n".join(classes) + "\n")
+    atomic_write(sidecar_path(out), lambda f: f.write("\n".join(classes) + "\n"), "w")
     return inspect_hdf5(out)
 
 
