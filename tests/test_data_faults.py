@@ -128,3 +128,33 @@ def test_built_files_get_the_permissions_the_umask_gives(tmp_path, umask, mode):
     assert os.stat(out).st_mode & 0o777 == mode
     sidecar = tmp_path / "X.class_names.txt"
     assert os.stat(sidecar).st_mode & 0o777 == mode
+
+
+# --- the class count and empty splits ---------------------------------------------------------------
+
+
+def test_cifar_meta_with_other_than_ten_class_names_is_refused(tmp_path):
+    import pickle
+
+    from helpers import CIFAR_CLASSES, write_cifar
+
+    folder = write_cifar(tmp_path)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR_CLASSES + ["sofa", "lamp"]]}, f)
+    config = from_dict({"DATA": {"DATASET": "cifar10", "ROOT": str(tmp_path)}})
+    with pytest.raises(DatasetError, match=rf"^{folder / 'batches.meta'} names 12 classes; CIFAR-10 has 10"):
+        build_dataset(config, "train")
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_loader_over_an_empty_split_is_refused(tmp_path, split):
+    from nmeplib.data import build_loader
+    from nmeplib.data.hdf5 import write_hdf5
+
+    rng = np.random.default_rng(0)
+    sizes = {"train": 8, "val": 4, "test": 4, split: 0}
+    path = write_hdf5(tmp_path / "d.h5", {s: (rng.integers(0, 256, (n, 3, 4, 4), dtype=np.uint8),
+                                              None if s == "test" else np.arange(n) % 2) for s, n in sizes.items()})
+    config = from_dict({"DATA": {"DATASET": "medium_imagenet", "ROOT": str(path), "IMG_SIZE": 4, "NUM_WORKERS": 0}})
+    with pytest.raises(DatasetError, match=rf"^the {split} split of {path} holds no images"):
+        build_loader(config, split, device="cpu")

@@ -15,10 +15,12 @@ from .common import DatasetError
 from .loaders import StreamLoader, TensorLoader
 
 SPLITS = ("train", "val", "test")
+USES = {"train": "training", "val": "validation", "test": "prediction"}   # what each split is read for
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # MediumImageNet is drawn from ImageNet
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # DATA.DATASET -> its number of classes (None: from the file); build_dataset reads each.
-DATASETS: dict[str, int | None] = {"cifar10": 10, "medium_imagenet": None, "digits": 10}
+DATASETS: dict[str, int | None] = {"cifar10": cifar.NUM_CLASSES, "medium_imagenet": None,
+                                   "digits": len(digits.CLASS_NAMES)}
 DEFAULT_ROOTS = {"cifar10": "data/cifar10", "digits": ""}
 MEDIUM_IMAGENET_CLASSES = 200
 
@@ -149,9 +151,9 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
     device = torch.device(device) if device is not None else default_device()
     dataset = dataset or build_dataset(config, split)
     train = split == "train"
-    if train and len(dataset) == 0:
-        raise DatasetError(f"the train split of {dataset.path or config.DATA.DATASET} holds no images; "
-                           f"training needs at least one")
+    if len(dataset) == 0:   # an empty split would train nothing, or validate to NaN, or predict nothing
+        raise DatasetError(f"the {split} split of {dataset.path or config.DATA.DATASET} holds no images; "
+                           f"{USES[split]} needs at least one")
     shuffle = train if shuffle is None else shuffle
     augment = train if augment is None else augment
     aug = Augment(config.DATA.AUGMENT, dataset.mean, dataset.std, config.DATA.IMG_SIZE, train=augment)

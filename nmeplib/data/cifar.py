@@ -81,10 +81,14 @@ def _unpickle(path: Path) -> dict:
 
 
 def class_names(folder: Path) -> list[str]:
+    """The ten class names of ``batches.meta``."""
     meta = _unpickle(folder / "batches.meta")
     names = meta.get(b"label_names") or meta.get("label_names")
     if not names:
         raise DatasetError(f"{folder / 'batches.meta'} has no label_names")
+    if len(names) != NUM_CLASSES:   # the model's class count is CIFAR-10's, never the file's
+        raise DatasetError(f"{folder / 'batches.meta'} names {len(names)} classes; CIFAR-10 has {NUM_CLASSES}: "
+                           f"replace it with the official file")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 

@@ -152,8 +152,8 @@ def inspect_hdf5(path: str | os.PathLike, class_names: str | os.PathLike | None 
     """Validate a file's schema and labels and describe it.
 
     Returns ``{"path", "img_size", "num_samples": {split: N}, "num_classes", "class_names"}``.
-    Without class names, num_classes is one more than the largest train/val label and
-    the names are ``class_<i>``. Raises DatasetError naming the file and the problem.
+    Without class names, num_classes is one more than the largest train label (a val label
+    beyond it is an error) and the names are ``class_<i>``. Raises DatasetError naming the file and the problem.
     """
     with open_hdf5(path) as f:
         img_size, counts = schema(f, path)
