@@ -176,7 +176,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as err:
         text = str(err)
         reason = text.splitlines()[0] if text else type(err).__name__
-        if "WeightsUnpickler error:" in text and "Unsupported global" not in text:   # not a pickle at all
+        if isinstance(err, (KeyError, UnicodeDecodeError)) or reason.isdigit():  # bytes pickle reads as garbage
+            reason = "it is not a file torch.save wrote (another kind of file, or damaged); give the run's " \
+                     f"{LAST} or its folder"
+        elif "WeightsUnpickler error:" in text and "Unsupported global" not in text:   # not a pickle at all
             detail = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0]
             reason = f"it is not a file torch.save wrote ({detail})"
         elif "weights_only" in text or "Unsupported global" in text:

@@ -64,6 +64,10 @@ def _train(args: argparse.Namespace) -> int | None:
         output = str(folder)
     if args.eval:
         return _evaluate(checkpoint or (Path(output) / ckpt.BEST if output else None), overrides)
+    if checkpoint is not None and checkpoint.name != ckpt.LAST and not (Path(output) / ckpt.LAST).is_file():
+        raise ckpt.CheckpointError(
+            f"--resume {checkpoint}: a run continues from its folder's {ckpt.LAST}, and {output} has none; to "
+            f"continue from this file, copy it to NEW/{ckpt.LAST} and give --resume NEW")
     if checkpoint is not None and checkpoint.name != ckpt.LAST:
         print(f"resuming the run in {output} from its {ckpt.LAST} (runs continue from their last epoch)")
     if output:
@@ -217,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, OutputError
     from .data import DatasetError
     from .data.loaders import WorkerError, worker_error
-    from .engine import TrainingDiverged
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    expected: tuple[type[BaseException], ...] = (ConfigError, DatasetError, CheckpointError, OutputError,
+                                                 WorkerError, FileNotFoundError)
+    if argv[:1] != ["check"]:  # engine imports the models; check grades them, and reports one that fails to import
+        from .engine import TrainingDiverged
+        expected += (TrainingDiverged,)
     if argv and argv[0] in PASSTHROUGH:
         module = importlib.import_module(PASSTHROUGH[argv[0]][0])
         run = lambda: module.main(argv[1:])  # noqa: E731
@@ -231,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         init_distributed()
         status = run()
-    except (ConfigError, DatasetError, CheckpointError, OutputError, TrainingDiverged, WorkerError,
-            FileNotFoundError) as err:
+    except expected as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:   # a loader worker that died while the training step ran

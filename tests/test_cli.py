@@ -112,6 +112,28 @@ def test_old_checkpoint_and_clashing_output_refused(tmp_path, capsys):
     assert "give one of them" in capsys.readouterr().err
 
 
+def test_resume_from_a_real_checkpoint_under_another_name_never_trains_from_scratch(tmp_path, capsys):
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=1", "--output", str(run)]) == 0
+    moved.mkdir()
+    (run / "checkpoint_last.pt").rename(moved / "ckpt_best.pth")
+    capsys.readouterr()
+    assert main(["train", "--config", "digits_lenet", "--resume", str(moved / "ckpt_best.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --resume {moved / 'ckpt_best.pth'}: a run continues from its folder's "
+                          f"checkpoint_last.pt, and {moved} has none") and err.count("\n") == 1
+    assert sorted(p.name for p in moved.iterdir()) == ["ckpt_best.pth"]   # nothing trained there
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so_in_words(tmp_path, capsys):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"hello world")
+    assert main(["train", "--resume", str(junk)]) == 2
+    assert capsys.readouterr().err == (f"error: {junk} is not a readable nmeplib checkpoint: it is not a file "
+                                       f"torch.save wrote (another kind of file, or damaged); give the run's "
+                                       f"checkpoint_last.pt or its folder\n")
+
+
 def test_opts_needs_pairs_and_throughput_runs_for_the_config():
     result = run("train", "--cfg", "digits_lenet", "--opts", "TRAIN.EPOCHS")
     assert result.returncode == 2 and "KEY VALUE pairs" in result.stderr
