@@ -136,7 +136,7 @@ def test_a_bad_label_in_the_validation_split_stops_before_the_first_step(tmp_pat
     monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: pytest.fail("trained before checking labels"))
     config = load_config("lenet_base", [f"DATA.ROOT={tmp_path / 'c10'}", f"OUTPUT={tmp_path / 'run'}",
                                         "TRAIN.EPOCHS=1", "DATA.BATCH_SIZE=10"])
-    with pytest.raises(DatasetError, match=r"test_batch \\((val|test)\\) has label 12; CIFAR-10.s labels are 0-9"):
+    with pytest.raises(DatasetError, match=r"test_batch \((val|test)\) has label 12; CIFAR-10.s labels are 0-9"):
         fit(config)
 
 
