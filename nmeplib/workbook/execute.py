@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..engine import TrainingDiverged
+from .parameters import check_names
 from .settings import PARAMETER_KEYS
 
 DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04_alexnet.ipynb"
@@ -34,8 +35,8 @@ def declared_parameters(notebook: str | Path | None) -> tuple[Path, dict]:
 def notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[str, Any], config: Config,
                          resume: bool) -> dict[str, Any]:
     """papermill parameters for one member: each key by its named parameter where the notebook
-    declares one, the rest in its ``overrides`` parameter; ValueError names a key the notebook
-    cannot take (no named parameter and no ``overrides``)."""
+    declares one, the rest in its ``overrides`` parameter; :class:`ConfigError` names a key the
+    notebook cannot take (no named parameter and no ``overrides``)."""
     takes_overrides = OVERRIDES_PARAMETER in declared
     keys = dict.fromkeys([*overrides, *REQUIRED_NOTEBOOK_KEYS])
     keys.update({key: None for key in OPTIONAL_NOTEBOOK_KEYS
@@ -52,7 +53,7 @@ def notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[st
         else:
             missing.append(f"{key} ({name})" if name else key)
     if missing:
-        raise ValueError(f"{notebook} declares no parameter for {', '.join(missing)}"
+        raise ConfigError(f"{notebook} declares no parameter for {', '.join(missing)}"
                          f"{'' if takes_overrides else ' and no overrides parameter'}")
     if extra:
         params[OVERRIDES_PARAMETER] = extra
@@ -61,11 +62,18 @@ def notebook_parameters(notebook: Path, declared: Mapping, overrides: Mapping[st
     return params
 
 
-def run_notebook(notebook: Path, folder: Path, parameters: dict) -> None:
+def run_notebook(notebook: Path, folder: Path, parameters: dict, declared: Mapping | None = None) -> None:
     """Execute ``notebook`` with ``parameters``, keeping the executed copy in ``folder``; a member
-    whose loss diverged raises :class:`TrainingDiverged` here too, as ``fit`` does."""
+    whose loss diverged raises :class:`TrainingDiverged` here too, as ``fit`` does.
+
+    A parameter the notebook does not declare (``declared``, else read from the notebook) is a
+    :class:`ConfigError` naming the close matches, before papermill starts: papermill itself
+    would only warn and run the notebook on its default."""
     import papermill as pm
 
+    if declared is None:
+        notebook, declared = declared_parameters(notebook)
+    check_names(parameters, declared, Path(notebook).name)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(notebook), str(folder / notebook.name), parameters=parameters, progress_bar=False)

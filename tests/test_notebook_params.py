@@ -1,0 +1,99 @@
+"""Notebook parameter names: a name the notebook does not declare is an error naming the close
+matches, inside a papermill run (the config cell sees papermill's injected cell) and before the
+library launches papermill itself (``workbook.execute``)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nmeplib.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+PARAMETERS = "lr = 3e-4\nbatch_size = 256\nepochs = 2  # a comment\nsmoke = None\n"
+
+
+def tiny_notebook(path: Path) -> Path:
+    """A notebook laid out like the workbook's: a ``parameters`` cell, then the config cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(PARAMETERS)
+    params.metadata.tags = ["parameters"]
+    config = nbformat.v4.new_code_cell(f'import nmeplib.workbook as wb\n\nwb.check_parameters(globals(), "{path.name}")\n'
+                                       'print(f"training at lr={lr}")')
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), params, config]
+    nbformat.write(nb, path)
+    return path
+
+
+def papermill(notebook: Path, *params: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "papermill", "-k", "python3", "--no-progress-bar", str(notebook),
+               str(notebook.with_name("out.ipynb"))]
+    for param in params:
+        command += ["-p", *param.split("=", 1)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=100)
+
+
+@pytest.mark.timeout(110)
+def test_papermill_run_with_a_mistyped_parameter_fails_naming_the_close_match(tmp_path):
+    notebook = tiny_notebook(tmp_path / "tiny.ipynb")
+    result = papermill(notebook, "learning_rate=0.5", "epochs=1")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text
+    assert ("unknown notebook parameter 'learning_rate' (did you mean 'lr'?); "
+            "tiny.ipynb takes: lr, batch_size, epochs, smoke") in text
+    outputs = nbformat.read(notebook.with_name("out.ipynb"), as_version=4).cells[-1].outputs
+    assert [(out.output_type, out.get("ename")) for out in outputs] == [("error", "ConfigError")]  # nothing trained
+    good = papermill(notebook, "lr=0.5", "epochs=1")
+    assert good.returncode == 0, good.stdout + good.stderr
+    executed = nbformat.read(notebook.with_name("out.ipynb"), as_version=4)
+    assert "training at lr=0.5" in executed.cells[-1].outputs[0].text
+
+
+def history(*cells: str) -> dict:
+    """A notebook's globals as IPython keeps them: ``In`` holds the cells run so far, this one last."""
+    return {"In": ["", *cells, "wb.check_parameters(globals(), 'nb.ipynb')"], "lr": 3e-4}
+
+
+def test_check_parameters_reads_the_injected_cell():
+    from nmeplib.workbook import check_parameters
+
+    with pytest.raises(ConfigError, match=r"^unknown notebook parameters 'learning_rate' \(did you mean 'lr'\?\), "
+                                          r"'ephocs' \(did you mean 'epochs'\?\); nb.ipynb takes: lr, batch_size, "
+                                          r"epochs, smoke$"):
+        check_parameters(history(PARAMETERS, "# Parameters\nlearning_rate = 0.5\nephocs = 1\nlr = 0.1"), "nb.ipynb")
+    with pytest.raises(ConfigError, match=r"'bs' \(did you mean 'batch_size'\?\)"):
+        check_parameters(history(PARAMETERS, "# Parameters\nbs = 64"), "nb.ipynb")
+    check_parameters(history(PARAMETERS, "# Parameters\nlr = 0.5\nsmoke = True"), "nb.ipynb")
+    # no papermill cell just before (JupyterLab, nbval, a re-run with the notebook's own variables): nothing to check
+    check_parameters(history(PARAMETERS), "nb.ipynb")
+    check_parameters({**history(PARAMETERS, "out = 1\nconfig = None"), "out": 1, "config": None}, "nb.ipynb")
+    check_parameters({"lr": 1}, "nb.ipynb")   # plain Python: no input history
+
+
+def test_run_notebook_refuses_an_unknown_parameter_before_papermill_starts(tmp_path, monkeypatch):
+    import papermill as pm
+
+    from nmeplib.workbook import execute
+
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("papermill was started"))
+    notebook = NOTEBOOK_DIR / "04_alexnet.ipynb"
+    with pytest.raises(ConfigError, match=r"^unknown notebook parameter 'learning_rate' \(did you mean 'lr'\?\); "
+                                          r"04_alexnet.ipynb takes: lr, batch_size, epochs, "):
+        execute.run_notebook(notebook, tmp_path / "member", {"learning_rate": 0.5, "epochs": 1})
+    assert not (tmp_path / "member").exists()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_checks_its_parameters(path):
+    """The cell after the parameters checks the names papermill injected, under the notebook's own name."""
+    first, second = [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"][:2]
+    assert f'wb.check_parameters(globals(), "{path.name}")' in second.source
+    assert not first.source.startswith("# Parameters")   # papermill's header: the check looks for it
