@@ -149,6 +149,13 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                                  f"choose from {', '.join(EXPERIMENTS)}")
         chosen = {_match(n) for n in wanted}
         names = [n for n in names if n in chosen]
+    if extra.get(None):   # NAME=VALUE goes to every notebook declaring NAME: refuse one that none declares
+        from .workbook.parameters import describe_unknown
+        everywhere = sorted(set().union(*(_declared(EXPERIMENTS[n]["notebook"]) for n in names)))
+        unknown = [key for key in extra[None] if key not in everywhere]
+        if unknown:
+            raise ReproduceError(f"--param: {describe_unknown(unknown, everywhere)}; no notebook of "
+                                 f"{', '.join(names)} declares {'it' if len(unknown) == 1 else 'them'}")
     steps = []
     for name in names:
         spec = EXPERIMENTS[name]
@@ -169,7 +176,9 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                 params[key] = value
         for key, value in extra.get(name, {}).items():
             if key not in declared:
-                raise ReproduceError(f"--param {name}.{key}: {spec['notebook']} has no parameter {key!r}; "
+                from .workbook.parameters import did_you_mean
+                raise ReproduceError(f"--param {name}.{key}: {spec['notebook']} has no parameter "
+                                     f"{did_you_mean(key, declared)}; "
                                      f"it takes {', '.join(sorted(declared))}")
             params[key] = value
         skip = "no --hdf5 file given: the Kaggle run (Part 7) is skipped" \

@@ -97,3 +97,16 @@ def test_every_notebook_checks_its_parameters(path):
     first, second = [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"][:2]
     assert f'wb.check_parameters(globals(), "{path.name}")' in second.source
     assert not first.source.startswith("# Parameters")   # papermill's header: the check looks for it
+
+
+def test_reproduce_refuses_a_parameter_no_notebook_declares(tmp_path):
+    from nmeplib import reproduce as rp
+
+    with pytest.raises(rp.ReproduceError, match=r"^--param: unknown notebook parameter 'learning_rate' \(did you mean "
+                                                r"'alexnet_lr' or 'lenet_lr'\?\); no notebook of 03_training declares it$"):
+        rp.plan(tmp_path, only=["03"], params=["learning_rate=0.5", "epochs=1"])
+    with pytest.raises(rp.ReproduceError, match=r"05_sweeps.ipynb has no parameter 'ephocs' "
+                                                r"\(did you mean 'epochs'\?\); it takes "):
+        rp.plan(tmp_path, params=["05_sweeps.ephocs=1"])
+    steps = rp.plan(tmp_path, only=["03", "05"], params=["lr=0.5"])   # declared by 05 only: 03 goes without it
+    assert [step["parameters"].get("lr") for step in steps] == [None, 0.5]

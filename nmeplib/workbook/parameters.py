@@ -56,15 +56,23 @@ def close_names(name: str, declared: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(matches))[:MAX_SUGGESTIONS]
 
 
+def did_you_mean(name: str, declared: Iterable[str]) -> str:
+    """``'learning_rate' (did you mean 'lr'?)``: the name and its close matches, if any."""
+    close = close_names(name, declared)
+    return f"{name!r} (did you mean {' or '.join(map(repr, close))}?)" if close else repr(name)
+
+
+def describe_unknown(unknown: Iterable[str], declared: Iterable[str]) -> str:
+    """``unknown notebook parameter 'learning_rate' (did you mean 'lr'?)``, for one name or several."""
+    declared = list(declared)
+    named = [did_you_mean(name, declared) for name in unknown]
+    return f"unknown notebook parameter{'' if len(named) == 1 else 's'} {', '.join(named)}"
+
+
 def unknown_parameters_error(unknown: Iterable[str], declared: Iterable[str], notebook: str) -> ConfigError:
     """One line naming each unknown parameter with its close matches, then all that ``notebook`` takes."""
     declared = list(declared)
-    named = []
-    for name in unknown:
-        close = close_names(name, declared)
-        named.append(f"{name!r} (did you mean {' or '.join(map(repr, close))}?)" if close else repr(name))
-    noun = "parameter" if len(named) == 1 else "parameters"
-    return ConfigError(f"unknown notebook {noun} {', '.join(named)}; {notebook} takes: {', '.join(declared)}")
+    return ConfigError(f"{describe_unknown(unknown, declared)}; {notebook} takes: {', '.join(declared)}")
 
 
 def check_names(given: Iterable[str], declared: Iterable[str], notebook: str) -> None:
