@@ -25,7 +25,8 @@ def tiny_notebook(path: Path) -> Path:
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell(PARAMETERS)
     params.metadata.tags = ["parameters"]
-    config = nbformat.v4.new_code_cell(f'import nmeplib.workbook as wb\n\nwb.check_parameters(globals(), "{path.name}")\n'
+    config = nbformat.v4.new_code_cell(f'import nmeplib.workbook as wb\n\n'
+                                       f'wb.check_parameters(globals(), "{path.name}")\n'
                                        'print(f"training at lr={lr}")')
     nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), params, config]
     nbformat.write(nb, path)
@@ -102,8 +103,9 @@ def test_every_notebook_checks_its_parameters(path):
 def test_reproduce_refuses_a_parameter_no_notebook_declares(tmp_path):
     from nmeplib import reproduce as rp
 
-    with pytest.raises(rp.ReproduceError, match=r"^--param: unknown notebook parameter 'learning_rate' \(did you mean "
-                                                r"'alexnet_lr' or 'lenet_lr'\?\); no notebook of 03_training declares it$"):
+    with pytest.raises(rp.ReproduceError, match=r"^--param: unknown notebook parameter 'learning_rate' \(did you "
+                                                r"mean 'alexnet_lr' or 'lenet_lr'\?\); no notebook of 03_training "
+                                                r"declares it$"):
         rp.plan(tmp_path, only=["03"], params=["learning_rate=0.5", "epochs=1"])
     with pytest.raises(rp.ReproduceError, match=r"05_sweeps.ipynb has no parameter 'ephocs' "
                                                 r"\(did you mean 'epochs'\?\); it takes "):
