@@ -34,7 +34,9 @@ measured runs), and each of the 20 sweep members of 05 trains :data:`SWEEP_EPOCH
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -42,14 +44,18 @@ import shutil
 import socket
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
+from . import checkpoint as ckpt
 from .config import ConfigError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
+# Parameters naming folders inside OUT_DIR: they follow the folder when it is moved or copied.
+LOCATIONS = ("output_dir", "alexnet_dir")
 SWEEP_EPOCHS = 12  # each AlexNet sweep member (20 of them) on the GPU: ~26 s at ~1.8 s per epoch
 MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the lengths measured on the H100
 KAGGLE_EPOCHS = 10
@@ -116,7 +122,13 @@ def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]
     return parsed
 
 
-def _declared(notebook: str) -> set[str]:
+def _inspect(notebook: str) -> dict[str, dict]:
+    """papermill's view of ``notebook``'s parameters cell: each name with its default as written."""
+    return _inspect_path(str(NOTEBOOKS / notebook))
+
+
+@functools.lru_cache(maxsize=None)
+def _inspect_path(path: str) -> dict[str, dict]:
     import logging
 
     import papermill as pm
@@ -125,9 +137,51 @@ def _declared(notebook: str) -> set[str]:
     level = log.level
     log.setLevel(logging.ERROR)   # it warns about comments it cannot parse as types
     try:
-        return set(pm.inspect_notebook(str(NOTEBOOKS / notebook)))
+        return dict(pm.inspect_notebook(path))
     finally:
         log.setLevel(level)
+
+
+def _declared(notebook: str) -> set[str]:
+    return set(_inspect(notebook))
+
+
+# What a parameter's default says it takes; a None default (``smoke``) takes anything. ``overrides``
+# is a mapping by default but the notebooks also take a list of "KEY=VALUE" strings.
+_TYPE_NAMES = {bool: "true or false", int: "an int", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
+_ALSO_TAKES = {"overrides": (list,)}
+
+
+def _expected_types(name: str, default_text: str) -> tuple[type, ...] | None:
+    """The types a notebook parameter takes, read from its default; None when anything goes."""
+    try:
+        default = ast.literal_eval(default_text)
+    except (ValueError, SyntaxError):
+        return None
+    kind = next((t for t in _TYPE_NAMES if type(default) is t), list if isinstance(default, tuple) else None)
+    if kind is None:
+        return None
+    return ((int, float) if kind is float else (kind,)) + _ALSO_TAKES.get(name, ())
+
+
+def check_param_type(label: str, notebook: str, name: str, value: Any) -> None:
+    """Refuse ``--param label=value`` when ``value`` is not of the type of ``name``'s default in
+    ``notebook`` (``epochs=abc`` for ``epochs = 30``): papermill would pass it on and the notebook
+    fail half-way, or train with it."""
+    default_text = str(_inspect(notebook).get(name, {}).get("default", "None"))
+    expected = _expected_types(name, default_text)
+    if expected is None or (isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)):
+        return
+    wanted = " or ".join(_TYPE_NAMES[t] for t in expected if t is not int or float not in expected)
+    shown = yaml_text(value)
+    raise ReproduceError(f"--param {label}={shown}: {name} takes {wanted} in {notebook} (its default is "
+                         f"{default_text}), not {_TYPE_NAMES.get(type(value), type(value).__name__)} {shown}")
+
+
+def yaml_text(value: Any) -> str:
+    """A parameter value as it would be typed: ``'abc'`` for a string, ``2.5``, ``[1, 2]``."""
+    return repr(value) if not isinstance(value, bool) else str(value).lower()
 
 
 def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
@@ -173,6 +227,7 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
         declared = _declared(spec["notebook"]) if extra else set()
         for key, value in extra.get(None, {}).items():
             if key in declared:
+                check_param_type(key, spec["notebook"], key, value)
                 params[key] = value
         for key, value in extra.get(name, {}).items():
             if key not in declared:
@@ -180,6 +235,7 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                 raise ReproduceError(f"--param {name}.{key}: {spec['notebook']} has no parameter "
                                      f"{did_you_mean(key, declared)}; "
                                      f"it takes {', '.join(sorted(declared))}")
+            check_param_type(f"{name}.{key}", spec["notebook"], key, value)
             params[key] = value
         skip = "no --hdf5 file given: the Kaggle run (Part 7) is skipped" \
             if spec.get("needs_hdf5") and not hdf5 and not smoke else None
@@ -214,18 +270,47 @@ def _estimate(name: str, smoke: bool, hdf5: str | None) -> float:
 # ----------------------------------------------------------------------------- manifests
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
-    path = Path(folder) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """``folder``'s manifest, or None when it is missing or damaged (truncated, not a manifest)."""
+    manifest = ckpt.read_json(Path(folder) / MANIFEST)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("parameters"), dict):
         return None
+    return manifest
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+def portable(parameters: Mapping[str, Any], out: str | os.PathLike) -> dict[str, Any]:
+    """``parameters`` with the folders inside ``out`` (:data:`LOCATIONS`) written relative to it,
+    as manifests and results files keep them: a moved or copied results folder stays true."""
+    out = Path(out).resolve()
+    kept = dict(parameters)
+    for key in LOCATIONS:
+        if key in kept:
+            path = Path(str(kept[key]))
+            kept[key] = path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+    return kept
+
+
+def notebook_record(path: str | os.PathLike) -> dict | None:
+    """What papermill recorded in an executed notebook: ``parameters`` and ``completed`` (it ran
+    to its end without an error); None when there is no readable notebook at ``path``."""
+    notebook = ckpt.read_json(path)
+    record = (notebook or {}).get("metadata", {}).get("papermill") if isinstance(notebook, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("parameters"), dict):
+        return None
+    return {"parameters": record["parameters"], "completed": bool(record.get("end_time")) and not record.get("exception")}
+
+
+def finished_on_disk(step: Mapping[str, Any]) -> bool:
+    """Whether ``step``'s folder holds a finished experiment, read from the folder itself (for a
+    manifest that is damaged or gone): its executed notebook ran to the end without an error,
+    and its runs are there, each with its ``summary.json`` (those its results file lists, and at
+    least one)."""
+    folder = Path(step["folder"])
+    record = notebook_record(folder / step["notebook"])
+    if record is None or not record["completed"]:
+        return False
+    listed = (ckpt.read_json(folder / RESULTS) or {}).get("runs") or {}
+    summaries = list((folder / "runs").rglob(ckpt.SUMMARY))
+    return bool(summaries) and all((folder / run / ckpt.SUMMARY).is_file() for run in listed)
 
 
 def machine() -> dict[str, str]:
@@ -246,33 +331,46 @@ def machine() -> dict[str, str]:
 
 
 def _differences(old: Mapping, new: Mapping) -> list[str]:
-    keys = sorted(set(old) | set(new))
+    """What differs between recorded and planned parameters, leaving out the folders inside OUT_DIR
+    and ``resume`` (where the experiment lives and how it was started, not what it computes)."""
+    keys = sorted((set(old) | set(new)) - set(LOCATIONS) - {"resume"})
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
 def state_of(step: Mapping[str, Any], overwrite: bool = False) -> str:
     """``new``, ``finished`` (skip), ``interrupted`` (resume) for one planned experiment.
 
-    A folder whose manifest holds other parameters raises :class:`ReproduceError` naming the
-    differences, unless ``overwrite`` (then it is emptied and the state is ``new``).
+    The parameters come from the manifest or, when it is damaged or gone, from the executed
+    notebook (papermill records them), and the state from the runs themselves
+    (:func:`finished_on_disk`), so a finished experiment is never taken for a stranger's folder.
+    Other parameters raise :class:`ReproduceError` naming the differences, unless ``overwrite``
+    (then the folder is emptied and the state is ``new``). A damaged manifest with nothing else
+    to read resumes: the notebook reads its finished runs back and continues the others.
     """
     folder = Path(step["folder"])
-    manifest = read_manifest(folder)
-    if manifest is None:
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise ReproduceError(f"{folder} holds files but no {MANIFEST}: not made by reproduce; "
-                                 f"--overwrite replaces it, or choose another OUT_DIR")
-        if folder.exists() and overwrite:
-            shutil.rmtree(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
         return "new"
-    changes = _differences(manifest.get("parameters", {}), step["parameters"])
+    manifest = read_manifest(folder)
+    record = None if manifest else notebook_record(folder / step["notebook"])
+    recorded = manifest["parameters"] if manifest else (record or {}).get("parameters")
+    if recorded is None:
+        if (folder / MANIFEST).exists():
+            return "interrupted"
+        if not overwrite:
+            raise ReproduceError(f"{folder} holds files but no {MANIFEST} and no executed {step['notebook']}: "
+                                 f"not made by reproduce; --overwrite replaces it, or choose another OUT_DIR")
+        shutil.rmtree(folder)
+        return "new"
+    changes = _differences(recorded, step["parameters"])
     if changes:
         if not overwrite:
             raise ReproduceError(f"{folder} holds {step['name']} with other parameters ({'; '.join(changes)}); "
                                  f"--overwrite replaces it, or choose another OUT_DIR")
         shutil.rmtree(folder)
         return "new"
-    return "finished" if manifest.get("state") == "finished" else "interrupted"
+    if manifest:
+        return "finished" if manifest.get("state") == "finished" else "interrupted"
+    return "finished" if finished_on_disk(step) else "interrupted"
 
 
 # ----------------------------------------------------------------------------- results
@@ -337,17 +435,60 @@ def _execute(step: Mapping[str, Any], resume: bool) -> None:
                         log_output=False)
 
 
+def check_out_dir(out: Path) -> None:
+    """Refuse an OUT_DIR that cannot be a folder (it, or a folder above it, is a file) before
+    anything is planned into it."""
+    for path in (out, *out.parents):
+        if os.path.lexists(path):
+            if not path.is_dir():
+                raise ReproduceError(f"OUT_DIR {out}: {path} is a file, not a folder; choose another OUT_DIR")
+            return
+
+
+@contextmanager
+def holding(out: Path) -> Iterator[None]:
+    """Hold OUT_DIR's lock (``checkpoint.locked``) while one ``reproduce`` plans and runs into it:
+    a second one on the same folder stops at once instead of running the same notebooks on the
+    same runs. The kernel releases the lock when the process ends, however it ends."""
+    stack = ExitStack()
+    try:
+        stack.enter_context(ckpt.locked(out))
+    except ckpt.OutputError as err:
+        if "in use by another" not in str(err):
+            raise
+        owner = _lock_owner(out)
+        raise ReproduceError(f"{out} is held by another reproduce (pid {owner}); wait for it to finish, "
+                             f"or choose another OUT_DIR") from None
+    with stack:
+        yield
+
+
+def _lock_owner(out: Path) -> str:
+    try:
+        return (out / ckpt.LOCK).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
               only: Iterable[str] | None = None, overwrite: bool = False, data_root: str | None = None,
               params: Iterable[str] | None = None, stream=None) -> list[dict[str, Any]]:
-    """Run (or skip, or resume) each planned experiment; returns one status row per experiment."""
+    """Run (or skip, or resume) each planned experiment; returns one status row per experiment.
+
+    OUT_DIR is locked for the whole command (:func:`holding`)."""
     stream = stream or sys.stdout
     out = Path(out_dir).resolve()
     steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params)
-    states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
-    out.mkdir(parents=True, exist_ok=True)
-    if smoke:
-        os.environ["NMEPLIB_SMOKE"] = "1"
+    check_out_dir(out)
+    with holding(out):
+        states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
+        if smoke:
+            os.environ["NMEPLIB_SMOKE"] = "1"
+        return _run_steps(steps, states, out, smoke, stream)
+
+
+def _run_steps(steps: list[dict[str, Any]], states: Mapping[str, str], out: Path, smoke: bool,
+               stream) -> list[dict[str, Any]]:
     total_estimate = sum(s["estimate_s"] for s in steps if states[s["name"]] in ("new", "interrupted"))
     basis = "smoke mode on a 2-core CPU" if smoke else "an estimate for one H100 from the 2026-11-27 H100 figures"
     if not smoke and not _has_gpu():
@@ -360,34 +501,14 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
     spent_estimate = 0.0
     rows = []
     for index, step in enumerate(steps, 1):
-        name, folder, state = step["name"], Path(step["folder"]), states[step["name"]]
+        name, state = step["name"], states[step["name"]]
         began = time.monotonic()
-        status, note = state, ""
         if state == "skipped":
-            note = step["skip"]
+            status, note = state, step["skip"]
         elif state == "finished":
-            note = "finished earlier with the same parameters"
+            status, note = state, _keep_finished(step, out, smoke)
         else:
-            manifest = {"experiment": name, "notebook": step["notebook"], "parts": step["parts"],
-                        "parameters": step["parameters"], "state": "running", "smoke": smoke,
-                        "machine": machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                        "estimate_s": step["estimate_s"]}
-            previous = read_manifest(folder) or {}
-            manifest["attempts"] = previous.get("attempts", 0) + 1
-            _write_json(folder / MANIFEST, manifest)
-            try:
-                _execute(step, resume=state == "interrupted")
-            except Exception as err:  # the executed notebook in the folder holds the traceback
-                manifest.update(state="failed", error=f"{type(err).__name__}: {str(err).strip().splitlines()[-1:]}")
-                _write_json(folder / MANIFEST, manifest)
-                status, note = "failed", f"see {folder / step['notebook']}"
-            else:
-                _write_json(folder / RESULTS, {"experiment": name, "smoke": smoke, "machine": manifest["machine"],
-                                               "parameters": step["parameters"], **collect_results(folder)})
-                manifest.update(state="finished", elapsed_s=round(time.monotonic() - began, 1),
-                                finished=_dt.datetime.now(_dt.timezone.utc).isoformat())
-                _write_json(folder / MANIFEST, manifest)
-                status = "resumed and finished" if state == "interrupted" else "finished"
+            status, note = _run_step(step, state, out, smoke)
             spent_estimate += step["estimate_s"]
         elapsed = time.monotonic() - start
         remaining = [s for s in steps[index:] if states[s["name"]] in ("new", "interrupted")]
@@ -400,6 +521,58 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
               file=stream, flush=True)
         rows.append({"experiment": name, "status": status, "seconds": round(took, 1), "note": note})
     return rows
+
+
+def _manifest(step: Mapping[str, Any], out: Path, smoke: bool, state: str) -> dict[str, Any]:
+    return {"experiment": step["name"], "notebook": step["notebook"], "parts": step["parts"],
+            "parameters": portable(step["parameters"], out), "state": state, "smoke": smoke,
+            "machine": machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "estimate_s": step["estimate_s"]}
+
+
+def _write_results(step: Mapping[str, Any], out: Path, smoke: bool, machine_info: Mapping) -> None:
+    folder = Path(step["folder"])
+    ckpt.write_json(folder / RESULTS, {"experiment": step["name"], "smoke": smoke, "machine": machine_info,
+                                       "parameters": portable(step["parameters"], out), **collect_results(folder)})
+
+
+def _keep_finished(step: Mapping[str, Any], out: Path, smoke: bool) -> str:
+    """The note for a finished experiment; a damaged or missing manifest (the state was read from
+    the runs) is written again, and the results file too when it is not readable."""
+    folder = Path(step["folder"])
+    note = "finished earlier with the same parameters"
+    if read_manifest(folder) is not None:
+        return note
+    manifest = _manifest(step, out, smoke, "finished")
+    if not isinstance(ckpt.read_json(folder / RESULTS), dict):
+        _write_results(step, out, smoke, manifest["machine"])
+    ckpt.write_json(folder / MANIFEST, {**manifest, "rebuilt_from_runs": True})
+    return f"{note}; {MANIFEST} rebuilt from its runs"
+
+
+def _run_step(step: Mapping[str, Any], state: str, out: Path, smoke: bool) -> tuple[str, str]:
+    """Execute one experiment's notebook; the manifest says ``finished`` only when the notebook
+    ran to its end without an error (as papermill recorded in the executed notebook)."""
+    folder = Path(step["folder"])
+    began = time.monotonic()
+    manifest = _manifest(step, out, smoke, "running")
+    manifest["attempts"] = (read_manifest(folder) or {}).get("attempts", 0) + 1
+    ckpt.write_json(folder / MANIFEST, manifest)
+    executed = folder / step["notebook"]
+    try:
+        _execute(step, resume=state == "interrupted")
+        record = notebook_record(executed)
+        if record is None or not record["completed"]:
+            raise RuntimeError(f"{executed} does not record a run that ended without an error")
+    except Exception as err:  # the executed notebook in the folder holds the traceback
+        manifest.update(state="failed", error=f"{type(err).__name__}: {str(err).strip().splitlines()[-1:]}")
+        ckpt.write_json(folder / MANIFEST, manifest)
+        return "failed", f"see {executed}"
+    _write_results(step, out, smoke, manifest["machine"])
+    manifest.update(state="finished", elapsed_s=round(time.monotonic() - began, 1),
+                    finished=_dt.datetime.now(_dt.timezone.utc).isoformat())
+    ckpt.write_json(folder / MANIFEST, manifest)
+    return ("resumed and finished" if state == "interrupted" else "finished"), ""
 
 
 def main(argv: list[str] | None = None) -> int:

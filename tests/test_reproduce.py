@@ -63,7 +63,12 @@ def test_an_interrupted_experiment_resumes_its_notebook(tmp_path, monkeypatch):
     import papermill as pm
 
     calls = []
-    monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, parameters, **kw: calls.append(parameters))
+
+    def execute(src, dst, parameters, **kw):   # what papermill leaves: the executed notebook, its record
+        calls.append(parameters)
+        Path(dst).write_text(json.dumps({"cells": [], "metadata": {"papermill": {
+            "parameters": parameters, "end_time": "2026-12-01T00:00:00", "exception": None}}}))
+    monkeypatch.setattr(pm, "execute_notebook", execute)
     step = rp.plan(tmp_path, only=["03"], smoke=True)[0]
     folder = Path(step["folder"])
     folder.mkdir(parents=True)
@@ -172,3 +177,140 @@ def test_shipped_configs_name_the_course_layouts():
     assert load_config("resnet18_base").DATA.ROOT in data_build.COURSE_ROOTS["cifar10"]
     assert load_config("lenet_base").DATA.ROOT in data_build.COURSE_ROOTS["cifar10"]
     assert load_config("resnet18_medium_imagenet").DATA.ROOT in data_build.COURSE_ROOTS["medium_imagenet"]
+
+
+# ----------------------------------------------------------------------------- real runs of a stub notebook
+
+STUB_PARAMETERS = 'epochs = 30\noutput_dir = "runs"\nsmoke = None\nresume = False\nfail = False\nsleep = 0.0'
+STUB_BODY = """import json, pathlib, time
+run = pathlib.Path(output_dir) / "lenet"
+run.mkdir(parents=True, exist_ok=True)
+with open(run.parent / "executions.txt", "a") as f:
+    f.write("ran\\n")
+time.sleep(sleep)
+if fail:
+    raise RuntimeError("stub notebook failed")
+history = [{"epoch": 1, "train_acc": 50.0, "val_acc": 40.0, "train_loss": 1.0, "val_loss": 1.2,
+            "train_time_s": 0.1, "val_time_s": 0.01, "train_img_per_s": 1000.0, "peak_mem_mb": 1.0}]
+(run / "metrics.jsonl").write_text(json.dumps(history[0]) + "\\n")
+(run / "summary.json").write_text(json.dumps({"best_val_acc": 40.0, "best_epoch": 1, "final_val_acc": 40.0,
+                                              "epochs": epochs, "train_time_s": 0.1}))
+"""
+
+
+def _stub_notebooks(folder: Path) -> Path:
+    """03_training.ipynb as a one-second stand-in: one "run" with a summary.json, counted in
+    runs/executions.txt; ``fail=True`` raises, ``sleep`` holds it."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell(STUB_PARAMETERS)
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell(STUB_BODY)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(folder / "03_training.ipynb"))
+    return folder
+
+
+@pytest.fixture
+def stub(tmp_path, monkeypatch):
+    folder = _stub_notebooks(tmp_path / "stub-notebooks")
+    monkeypatch.setattr(rp, "NOTEBOOKS", folder)
+    return folder
+
+
+def _executions(out: Path) -> int:
+    path = out / "03_training" / "runs" / "executions.txt"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _run_stub(out: Path, *params: str, stream=None) -> list[dict]:
+    return rp.reproduce(out, only=["03"], params=list(params), stream=stream or io.StringIO())
+
+
+def test_a_damaged_manifest_of_a_finished_experiment_is_rebuilt_from_its_runs(tmp_path, stub):
+    out = tmp_path / "results"
+    assert _run_stub(out)[0]["status"] == "finished" and _executions(out) == 1
+    manifest = out / "03_training" / rp.MANIFEST
+    manifest.write_text(manifest.read_text()[:40])          # truncated
+    rows = _run_stub(out)
+    assert rows[0]["status"] == "finished" and "rebuilt" in rows[0]["note"], rows
+    assert _executions(out) == 1                            # nothing ran again, nothing deleted
+    assert json.loads(manifest.read_text())["state"] == "finished"
+    (out / "03_training" / rp.MANIFEST).unlink()           # gone altogether: the same
+    assert _run_stub(out)[0]["status"] == "finished" and _executions(out) == 1
+    # with other parameters it is still refused, naming them
+    with pytest.raises(rp.ReproduceError, match=r"other parameters \(epochs: 30 -> 2\)"):
+        _run_stub(out, "epochs=2")
+
+
+def test_a_damaged_manifest_of_a_failed_experiment_resumes_it(tmp_path, stub):
+    out = tmp_path / "results"
+    rows = _run_stub(out, "03.fail=true")
+    manifest = out / "03_training" / rp.MANIFEST
+    assert rows[0]["status"] == "failed" and json.loads(manifest.read_text())["state"] == "failed"
+    manifest.write_text("{")
+    rows = _run_stub(out, "03.fail=true")
+    assert rows[0]["status"] == "failed" and _executions(out) == 2   # not taken for finished: ran again
+
+
+def test_a_moved_results_folder_keeps_its_finished_experiments(tmp_path, stub):
+    out = tmp_path / "results"
+    _run_stub(out)
+    moved = tmp_path / "elsewhere" / "copy"
+    moved.parent.mkdir()
+    out.rename(moved)
+    rows = _run_stub(moved)
+    assert rows[0]["status"] == "finished" and rows[0]["note"].startswith("finished earlier")
+    assert _executions(moved) == 1
+    recorded = json.loads((moved / "03_training" / rp.MANIFEST).read_text())["parameters"]
+    assert recorded["output_dir"] == "03_training/runs"     # relative to OUT_DIR
+
+
+@pytest.mark.timeout(60)
+def test_two_reproduce_processes_on_one_folder(tmp_path, stub):
+    out = tmp_path / "results"
+    code = ("import sys; from pathlib import Path; from nmeplib import cli, reproduce as rp; "
+            f"rp.NOTEBOOKS = Path({str(stub)!r}); sys.exit(cli.main(['reproduce', *sys.argv[1:]]))")
+    args = [sys.executable, "-c", code, str(out), "--only", "03"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    first = subprocess.Popen([*args, "--param", "03.sleep=6"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        manifest = out / "03_training" / rp.MANIFEST
+        deadline = __import__("time").monotonic() + 40
+        while not manifest.is_file() and __import__("time").monotonic() < deadline:
+            __import__("time").sleep(0.1)
+        assert manifest.is_file(), first.stderr
+        second = subprocess.run([*args, "--param", "03.sleep=6"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=40)
+        assert second.returncode == 2, second.stdout + second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "another reproduce" in lines[0], lines
+        assert f"pid {first.pid}" in lines[0]
+        assert first.wait(timeout=40) == 0, first.stderr
+    finally:
+        first.kill()
+    assert json.loads(manifest.read_text())["state"] == "finished" and _executions(out) == 1
+
+
+def test_results_folder_under_a_file_is_one_error(tmp_path, capsys):
+    from nmeplib import cli
+
+    (tmp_path / "file.txt").write_text("x")
+    assert cli.main(["reproduce", str(tmp_path / "file.txt" / "out"), "--only", "03", "--smoke"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "file.txt is a file, not a folder" in err[0], err
+
+
+def test_param_values_are_checked_against_the_notebook_defaults(tmp_path):
+    with pytest.raises(rp.ReproduceError, match=r"epochs='abc'.*an int.*default is 30"):
+        rp.plan(tmp_path, params=["epochs=abc"])
+    with pytest.raises(rp.ReproduceError, match=r"05_sweeps\.lrs=0\.1.*a list"):
+        rp.plan(tmp_path, params=["05.lrs=0.1"])
+    with pytest.raises(rp.ReproduceError, match=r"epochs=2\.5.*an int"):
+        rp.plan(tmp_path, params=["03.epochs=2.5"])
+    steps = rp.plan(tmp_path, only=["05"], params=["05.lr=1", "05.lrs=[0.1, 1]", "05.model=lenet",
+                                                   "05.overrides=[TRAIN.LR=0.1]"])
+    assert steps[0]["parameters"]["lr"] == 1 and steps[0]["parameters"]["lrs"] == [0.1, 1]
