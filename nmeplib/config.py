@@ -213,26 +213,64 @@ class _Refused(yaml.constructor.ConstructorError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, less two traps: a key given twice (YAML keeps the last one
-    silently) and anchors with aliases, which can expand a small file without bound."""
+    """``yaml.safe_load``'s loader, less the traps of a hand-written config: a key given twice with
+    different values (YAML keeps the last one silently), anchors with aliases (a small file can
+    expand without bound), keys that are lists or mappings, and tags (``!!python/...``, ``!mine``),
+    which are refused by name instead of YAML's multi-line message."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
             mark = self.peek_event().start_mark
             raise _Refused(None, None, "anchors and aliases (& and *) are not "
-                                                    "allowed in a config; write the values out", mark)
+                                       "allowed in a config; write the values out", mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict, set)):
+                raise _Refused(None, None, f"a key must be a name, got {key!r}", key_node.start_mark)
             value = self.construct_object(value_node, deep=True)
             if key in seen and seen[key] != value:  # the old course's files repeat some keys, unchanged
                 raise _Refused(None, None, f"key {key!r} is given twice, with different values "
                                f"({seen[key]!r}, then {value!r}); keep one", key_node.start_mark)
             seen[key] = value
         return super().construct_mapping(node, deep)
+
+    def construct_undefined(self, node):
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise _Refused(None, None, f"the tag {tag} is not allowed in a config; write plain values",
+                       node.start_mark)
+
+
+_StrictLoader.add_constructor(None, _StrictLoader.construct_undefined)  # every tag SafeLoader lacks
+
+
+def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """One line for a YAML error: ``, line N: what`` for what the loader refuses, else
+    `` is not valid YAML: line N, column C: what`` (YAML's own message spans several lines)."""
+    if isinstance(err, _Refused):
+        return f", line {err.problem_mark.line + 1}: {err.problem}"
+    if isinstance(err, yaml.reader.ReaderError):   # a control character: binary data that decodes as UTF-8
+        line = text[:err.position].count("\n") + 1
+        return f" is not a text file (character #x{err.character:04x} on line {line}); give a YAML config"
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        what = err.problem
+        if err.context:   # "expected a single document..., but found another document" reads in that order
+            what = f"{err.context}, {what}" if what.startswith("but ") else f"{what} ({err.context})"
+        return f" is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return " is not valid YAML: " + " ".join(str(err).split())
+
+
+def read_yaml_text(text: str, where: str) -> Any:
+    """``text`` read as YAML by :class:`_StrictLoader` (no code, no aliases, no repeated keys);
+    a fault is one :class:`ConfigError` line that starts with ``where`` (``config PATH``)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(where + _yaml_problem(err, text)) from None
 
 
 def _find_file(name_or_path: str | os.PathLike) -> Path:
@@ -251,13 +289,10 @@ def _read_yaml(path: Path, config: Config, seen: tuple[Path, ...] = (),
     if path in seen:
         raise ConfigError(f"config {path} inherits from itself through BASE")
     try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not a text file (not UTF-8); give a YAML config") from None
-    except _Refused as err:
-        raise ConfigError(f"config {path}, line {err.problem_mark.line + 1}: {err.problem}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    tree = read_yaml_text(text, f"config {path}") or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"config {path} must be a mapping of keys, got {type(tree).__name__}")
     bases = tree.pop("BASE", None) or []
@@ -277,11 +312,47 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. TRAIN.LR=0.001")
     key, text = item.split("=", 1)
+    return key.strip(), parse_value(text, f"override {item!r}")
+
+
+def parse_value(text: str, where: str) -> Any:
+    """An override's VALUE read as YAML (``2`` an int, ``none`` None, ``[a, b]`` a list); text
+    that is not YAML stays a string. Aliases, repeated keys and tags are refused, naming ``where``."""
+    if not text.strip():
+        return ""
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        return yaml.load(text, Loader=_StrictLoader)
+    except _Refused as err:
+        raise ConfigError(f"{where}: {err.problem}") from None
     except yaml.YAMLError:
-        value = text
-    return key.strip(), value
+        return text
+
+
+OVERRIDES_FORMS = 'KEY=VALUE items or a mapping like {"TRAIN.LR": 0.01}'
+
+
+def overrides_from_text(text: str) -> dict[str, Any]:
+    """One string of overrides, as papermill's ``-p overrides '...'`` passes them:
+    ``'{"TRAIN.LR": 0.01}'``, ``'["TRAIN.LR=0.01"]'`` or ``'TRAIN.LR=0.01 DATA.AUGMENT=none'``.
+    Anything else (a mapping missing its ``}``, a word without ``=``) is one ConfigError
+    quoting ``text`` and naming the forms expected."""
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        parsed = yaml.load(text, Loader=_StrictLoader)
+    except _Refused as err:  # a repeated key, an alias, a tag: its own message says which
+        raise ConfigError(f"overrides {text!r}{_yaml_problem(err, text)}") from None
+    except yaml.YAMLError:
+        parsed = None
+    if isinstance(parsed, Mapping):
+        return {str(key): value for key, value in parsed.items()}
+    if isinstance(parsed, list) and all(isinstance(item, str) and "=" in item for item in parsed):
+        return dict(parse_override(item) for item in parsed)
+    items = text.split()
+    if text[0] in "{[" or any("=" not in item for item in items):
+        raise ConfigError(f"overrides {text!r}: expected {OVERRIDES_FORMS}")
+    return dict(parse_override(item) for item in items)
 
 
 def check(config: Config) -> None:

@@ -395,3 +395,106 @@ def test_a_binary_config_is_one_error_line_from_the_cli(tmp_path):
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr == f"error: config {path} is not a text file (not UTF-8); give a YAML config\n"
+
+
+BAD_YAML = [  # (file text, what the one error line says after "config PATH")
+    ("TRAIN: [\n", r" is not valid YAML: line 2, column 1: expected the node content, but found '<stream end>'"),
+    ("SEED: 1\n---\nSEED: 2\n", r" is not valid YAML: line 2, column 1: expected a single document in the stream, but found another document$"),
+    ("TRAIN: !!python/object/apply:os.system ['touch MARKER']\n",
+     r", line 1: the tag !!python/object/apply:os.system is not allowed in a config; write plain values"),
+    ("SEED: !mine 3\n", r", line 1: the tag !mine is not allowed in a config"),
+    ("TRAIN:\n  EPOCHS: 2\n\x00\x01\n", r" is not a text file \(character #x0000 on line 3\); give a YAML config"),
+    ("[1, 2]: 3\n", r", line 1: a key must be a name, got \[1, 2\]"),
+    ("TRAIN:\n  ? {a: 1}\n  : 2\n", r", line 2: a key must be a name, got \{'a': 1\}"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_YAML)
+def test_bad_yaml_is_one_line_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^config {path}{message}") as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_base_file_is_read_as_strictly_and_named(tmp_path):
+    (tmp_path / "parent.yaml").write_text("SEED: &s 3\nTRAIN:\n  EPOCHS: *s\n")
+    (tmp_path / "child.yaml").write_text("BASE: [parent.yaml]\nSEED: 4\n")
+    with pytest.raises(ConfigError, match=rf"^config {tmp_path / 'parent.yaml'}, line 1: anchors and aliases"):
+        load_config(tmp_path / "child.yaml")
+
+
+def test_a_key_repeated_with_the_same_value_is_accepted(tmp_path):
+    """The old course's lenet_base.yaml says ``PRINT_FREQ: 99999`` twice: harmless, so kept."""
+    path = tmp_path / "same.yaml"
+    path.write_text("TRAIN:\n  EPOCHS: 2\n  EPOCHS: 2\n")
+    assert load_config(path).TRAIN.EPOCHS == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_python_tag_runs_nothing_and_is_one_error_line_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"TRAIN: !!python/object/apply:os.system ['touch {tmp_path / 'MARKER'}']\n")
+    done = subprocess.run([sys.executable, "-m", "nmeplib", "train", "--config", str(path), "--output",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (f"error: config {path}, line 1: the tag !!python/object/apply:os.system is not "
+                           f"allowed in a config; write plain values\n")
+    assert not (tmp_path / "MARKER").exists() and not (tmp_path / "run").exists()
+
+
+def test_an_alias_bomb_in_an_override_is_refused():
+    bomb = "DATA.AUGMENT=[&a [x, x, x, x], &b [*a, *a, *a, *a], [*b, *b, *b, *b, *b]]"
+    with pytest.raises(ConfigError, match=r"^override 'DATA\.AUGMENT=\[&a .*: anchors and aliases \(& and \*\) "
+                                          r"are not allowed"):
+        load_config(None, [bomb])
+
+
+@pytest.mark.parametrize("text", ['{"TRAIN.LR": 0.01', '{"TRAIN.LR": 0.01}}', '["TRAIN.LR=0.01"', "42",
+                                  "TRAIN.LR=0.01 DATA.AUGMENT"])
+def test_malformed_overrides_text_says_what_is_expected(text):
+    from nmeplib.workbook.settings import as_overrides
+
+    expected = (f"overrides {text!r}: expected KEY=VALUE items or a mapping like "
+                '{"TRAIN.LR": 0.01}')
+    with pytest.raises(ConfigError) as caught:
+        as_overrides(text)
+    assert str(caught.value) == expected
+
+
+def test_overrides_text_in_each_accepted_form():
+    from nmeplib.workbook.settings import as_overrides
+
+    for text in ['{"TRAIN.LR": 0.01}', '["TRAIN.LR=0.01"]', "TRAIN.LR=0.01", "TRAIN.LR: 0.01", "  "]:
+        assert as_overrides(text) == ({} if not text.strip() else {"TRAIN.LR": 0.01})
+    with pytest.raises(ConfigError, match=r"^overrides '\{TRAIN\.LR: 1, TRAIN\.LR: 2\}', line 1: key 'TRAIN\.LR' "
+                                          r"is given twice"):
+        as_overrides("{TRAIN.LR: 1, TRAIN.LR: 2}")
+
+
+def test_a_word_for_a_number_names_key_value_and_type(capsys):
+    from nmeplib.cli import main
+    from nmeplib.workbook.settings import notebook_config
+
+    assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=abc"]) == 2
+    assert capsys.readouterr().err == "error: TRAIN.EPOCHS must be int, got 'abc'\n"
+    assert main(["train", "--cfg", "digits_lenet", "--opts", "TRAIN.LR", "fast"]) == 2
+    assert capsys.readouterr().err == "error: TRAIN.LR must be float, got 'fast'\n"
+    with pytest.raises(ConfigError, match=r"^TRAIN\.EPOCHS must be int, got 'abc'$"):
+        notebook_config("digits_lenet", epochs="abc")
+
+
+@pytest.mark.parametrize("item", ["epochs=abc", "05_sweeps.lr=fast", "epochs=[1", "epochs=[&a 1, *a]"])
+def test_reproduce_param_of_the_wrong_type_is_one_line_before_any_notebook_runs(tmp_path, capsys, item):
+    from nmeplib.cli import main
+
+    assert main(["reproduce", str(tmp_path / "out"), "--param", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --param ") and err.count("\n") == 1
+    name, value = item.rpartition(".")[2].split("=")
+    assert name in err and (value.strip("[") in err or "aliases" in err)
+    assert not (tmp_path / "out").exists()

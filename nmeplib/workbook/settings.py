@@ -16,9 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
-from ..config import Config, ConfigError, load_config, parse_override
+from ..config import Config, ConfigError, load_config, overrides_from_text, parse_override
 
 SMOKE_ENV = "NMEPLIB_SMOKE"
 DEMO_HDF5 = "medium-imagenet-demo-{size}.hdf5"
@@ -179,12 +177,7 @@ def as_overrides(overrides: Mapping[str, Any] | Iterable[str] | str | None) -> d
     if overrides is None:
         return {}
     if isinstance(overrides, str):
-        text = overrides.strip()
-        try:
-            parsed = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            parsed = None
-        overrides = parsed if isinstance(parsed, (dict, list)) else text.split()
+        return overrides_from_text(overrides)
     if isinstance(overrides, Mapping):
         return {str(key): value for key, value in overrides.items()}
     if not isinstance(overrides, Iterable) or any(not isinstance(item, str) for item in overrides):
