@@ -99,7 +99,7 @@ class ReproduceError(ConfigError):
 def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]]:
     """``--param [EXPERIMENT.]NAME=VALUE`` items as ``{experiment or None: {name: value}}``;
     values are read as YAML (``2`` is an int, ``3e-3`` a float, ``lenet`` a string)."""
-    from .config import parse_value
+    import yaml
 
     parsed: dict[str | None, dict[str, Any]] = {}
     for item in items or ():
@@ -112,7 +112,7 @@ def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]
         if experiment and full is None:
             raise ReproduceError(f"--param {item!r}: unknown experiment {experiment!r}; choose from "
                                  f"{', '.join(EXPERIMENTS)}")
-        value = parse_value(text, f"--param {item!r}")
+        value = yaml.safe_load(text) if text.strip() else ""
         if isinstance(value, str):
             try:
                 value = float(value)   # YAML reads 3e-3 (no dot) as a string
@@ -174,12 +174,12 @@ def check_param_type(label: str, notebook: str, name: str, value: Any) -> None:
     if expected is None or (isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)):
         return
     wanted = " or ".join(_TYPE_NAMES[t] for t in expected if t is not int or float not in expected)
-    shown = yaml_text(value)
+    shown = _shown(value)
     raise ReproduceError(f"--param {label}={shown}: {name} takes {wanted} in {notebook} (its default is "
                          f"{default_text}), not {_TYPE_NAMES.get(type(value), type(value).__name__)} {shown}")
 
 
-def yaml_text(value: Any) -> str:
+def _shown(value: Any) -> str:
     """A parameter value as it would be typed: ``'abc'`` for a string, ``2.5``, ``[1, 2]``."""
     return repr(value) if not isinstance(value, bool) else str(value).lower()
 
@@ -296,7 +296,8 @@ def notebook_record(path: str | os.PathLike) -> dict | None:
     record = (notebook or {}).get("metadata", {}).get("papermill") if isinstance(notebook, dict) else None
     if not isinstance(record, dict) or not isinstance(record.get("parameters"), dict):
         return None
-    return {"parameters": record["parameters"], "completed": bool(record.get("end_time")) and not record.get("exception")}
+    completed = bool(record.get("end_time")) and not record.get("exception")
+    return {"parameters": record["parameters"], "completed": completed}
 
 
 def finished_on_disk(step: Mapping[str, Any]) -> bool:
@@ -537,17 +538,20 @@ def _write_results(step: Mapping[str, Any], out: Path, smoke: bool, machine_info
 
 
 def _keep_finished(step: Mapping[str, Any], out: Path, smoke: bool) -> str:
-    """The note for a finished experiment; a damaged or missing manifest (the state was read from
-    the runs) is written again, and the results file too when it is not readable."""
+    """The note for a finished experiment. A results file that is missing or unreadable is
+    gathered again from the runs, and a damaged or missing manifest (the state was read from the
+    runs) written again."""
     folder = Path(step["folder"])
-    note = "finished earlier with the same parameters"
-    if read_manifest(folder) is not None:
-        return note
-    manifest = _manifest(step, out, smoke, "finished")
+    manifest = read_manifest(folder)
+    notes = ["finished earlier with the same parameters"]
     if not isinstance(ckpt.read_json(folder / RESULTS), dict):
-        _write_results(step, out, smoke, manifest["machine"])
-    ckpt.write_json(folder / MANIFEST, {**manifest, "rebuilt_from_runs": True})
-    return f"{note}; {MANIFEST} rebuilt from its runs"
+        machine_info = (manifest or {}).get("machine") or machine()
+        _write_results(step, out, smoke, machine_info)
+        notes.append(f"{RESULTS} rebuilt from its runs")
+    if manifest is None:
+        ckpt.write_json(folder / MANIFEST, {**_manifest(step, out, smoke, "finished"), "rebuilt_from_runs": True})
+        notes.append(f"{MANIFEST} rebuilt from its runs")
+    return "; ".join(notes)
 
 
 def _run_step(step: Mapping[str, Any], state: str, out: Path, smoke: bool) -> tuple[str, str]:

@@ -41,6 +41,8 @@ END = "<!-- END RESULTS {name} -->"
 REGION = re.compile(r"(<!-- BEGIN RESULTS (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END RESULTS (?P=name) -->)",
                     re.S)
 FIGURES = "worksheet_figures"
+RESULTS = "results.json"
+REBUILD = "; remove it and run the same python -m nmeplib reproduce command again to rebuild it from the runs"
 FIGURE_DPI = 80
 
 
@@ -51,19 +53,137 @@ class WorksheetError(ConfigError):
 # ----------------------------------------------------------------------------- reading results
 
 def load_results(out_dir: str | os.PathLike) -> dict[str, dict]:
-    """Each experiment's ``results.json`` in ``out_dir`` (written by ``reproduce``), by name."""
+    """Each experiment's ``results.json`` in ``out_dir`` (written by ``reproduce``), by name, each
+    checked by :func:`check_results`."""
     out = Path(out_dir)
     if not out.is_dir():
         raise WorksheetError(f"{out}: no such results folder (make one with python -m nmeplib reproduce {out})")
     found = {}
-    for path in sorted(out.glob("*/results.json")):
+    for path in sorted(out.glob(f"*/{RESULTS}")):
         try:
-            found[path.parent.name] = {**json.loads(path.read_text()), "folder": str(path.parent)}
+            data = json.loads(path.read_text())
         except ValueError as err:
-            raise WorksheetError(f"{path}: not a results file ({err})") from None
+            raise WorksheetError(f"{path}: not a results file ({err}){REBUILD}") from None
+        found[path.parent.name] = {**check_results(path, data), "folder": str(path.parent)}
     if not found:
-        raise WorksheetError(f"{out} holds no */results.json: run python -m nmeplib reproduce {out} first")
+        raise WorksheetError(f"{out} holds no */{RESULTS}: run python -m nmeplib reproduce {out} first")
     return found
+
+
+# ----------------------------------------------------------------------------- checking results
+
+# What the regions read, checked before any is drawn: each run's summary numbers (as in
+# summary.json), its settings, and per epoch (its metrics.jsonl rows) the plotted values.
+RUN_NUMBERS = ("best_val_acc", "best_epoch", "final_val_acc", "epochs", "train_time_s")
+RUN_SETTINGS = ("model", "dataset", "img_size")
+HISTORY_NUMBERS = ("epoch", "train_acc", "val_acc", "train_loss", "val_loss", "train_img_per_s")
+# The tables of 05_sweeps: (columns that must be there and filled, columns that hold numbers when filled).
+_SWEEP_NUMBERS = ("best_val_acc", "final_val_acc", "time_per_epoch_s", "total_time_s")
+TABLE_COLUMNS = {
+    "runs/throughput.csv": (("batch_size",), ("batch_size", "img_per_s", "step_ms", "peak_mem_mb")),
+    "runs/lr.csv": (("name", "TRAIN.LR"), ("TRAIN.LR", *_SWEEP_NUMBERS)),
+    "runs/batch_size.csv": (("name", "DATA.BATCH_SIZE"), ("DATA.BATCH_SIZE", *_SWEEP_NUMBERS)),
+    "runs/augment.csv": (("name",), _SWEEP_NUMBERS),
+    "runs/variations.csv": (("name",), _SWEEP_NUMBERS),
+}
+
+
+class _Malformed(Exception):
+    """What is wrong inside a results file; :func:`check_results` adds the file's name."""
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _field(mapping: Mapping, key: str, kind: type, where: str = "") -> Any:
+    """``mapping[key]`` when it is a ``kind``; ``where`` names the part of the file (``run 'x'``)."""
+    if key not in mapping:
+        raise _Malformed(f"{where + ' has ' if where else ''}no {key!r}")
+    if not isinstance(mapping[key], kind):
+        raise _Malformed(f"{where + ': ' if where else ''}{key!r} must be {_kind(kind())}, got {_kind(mapping[key])}")
+    return mapping[key]
+
+
+def _check_run(name: str, run: Any) -> None:
+    where = f"run {name!r}"
+    if not isinstance(run, dict):
+        raise _Malformed(f"{where} must be a mapping (a summary.json), got {_kind(run)}")
+    for key in RUN_NUMBERS:
+        if key not in run:
+            raise _Malformed(f"{where} has no {key!r}")
+        if not _is_number(run[key]):
+            raise _Malformed(f"{where}: {key!r} must be a number, got {run[key]!r}")
+    settings = _field(run, "settings", dict, where)
+    missing = [key for key in RUN_SETTINGS if key not in settings]
+    if missing:
+        raise _Malformed(f"{where}: 'settings' has no {', '.join(map(repr, missing))}")
+    for number, row in enumerate(_field(run, "history", list, where), 1):
+        if not isinstance(row, dict):
+            raise _Malformed(f"{where}: history row {number} must be a mapping, got {_kind(row)}")
+        for key in HISTORY_NUMBERS:
+            if key not in row:
+                raise _Malformed(f"{where}: history row {number} has no {key!r}")
+            if not _is_number(row[key]):
+                raise _Malformed(f"{where}: history row {number}: {key!r} must be a number, got {row[key]!r}")
+
+
+def _check_table(name: str, rows: Any) -> None:
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise _Malformed(f"table {name!r} must be a list of rows (mappings of column to value), got {_kind(rows)}")
+    required, numbers = TABLE_COLUMNS.get(name, ((), ()))
+    for number, row in enumerate(rows, 1):
+        for key in required:
+            if row.get(key) in (None, ""):
+                raise _Malformed(f"table {name!r} row {number} has no {key!r}")
+        for key in numbers:
+            if row.get(key) not in (None, "") and not _parses_as_number(row[key]):
+                raise _Malformed(f"table {name!r} row {number}: {key!r} must be a number, got {row[key]!r}")
+
+
+def _parses_as_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
+
+
+def check_results(path: str | os.PathLike, data: Any) -> dict:
+    """``data`` (``path``'s contents) when it is a results file the regions can read; otherwise one
+    :class:`WorksheetError` naming the file and the first thing missing or wrong in it."""
+    try:
+        if not isinstance(data, dict):
+            raise _Malformed(f"a results file is a mapping with experiment, machine, runs and tables, "
+                             f"got {_kind(data)}")
+        _field(data, "experiment", str)
+        for key in ("machine", "parameters"):
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise _Malformed(f"{key!r} must be a mapping, got {_kind(data[key])}")
+        for name, run in _field(data, "runs", dict).items():
+            _check_run(name, run)
+        for name, rows in _field(data, "tables", dict).items():
+            _check_table(name, rows)
+    except _Malformed as err:
+        raise WorksheetError(f"{path}: {err}{REBUILD}") from None
+    return data
+
+
+def _malformed(result: Mapping[str, Any], what: str) -> WorksheetError:
+    return WorksheetError(f"{Path(result['folder']) / RESULTS}: {what}{REBUILD}")
+
+
+def _with_history(result: Mapping[str, Any], name: str, run: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``run`` when it has epochs to draw; a region whose curves would be empty is an error."""
+    if not run.get("history"):
+        raise _malformed(result, f"run {name!r} has no history (its metrics.jsonl rows), so its curves "
+                                 f"cannot be drawn")
+    return run
 
 
 def _provenance(result: Mapping[str, Any], epochs: str) -> str:
@@ -124,7 +244,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _members(result: Mapping[str, Any], sweep: str) -> list[tuple[dict, dict]]:
-    """A 05 sweep's table rows, each with its run (summary and history), in table order."""
+    """A 05 sweep's table rows, each with its run (summary and history), in table order; a member
+    that did not fail must have its run with epochs to draw."""
     rows = result["tables"].get(f"runs/{sweep}.csv", [])
     runs = result["runs"]
     out = []
@@ -132,7 +253,13 @@ def _members(result: Mapping[str, Any], sweep: str) -> list[tuple[dict, dict]]:
         key = f"runs/{sweep}/{row['name']}"
         if row.get("output"):   # the member's folder (names like "none (default)" are sanitised)
             key = f"runs/{sweep}/{Path(row['output']).name}"
-        out.append((row, runs.get(key, {})))
+        run = runs.get(key, {})
+        if row.get("status") != "failed":
+            if not run:
+                raise _malformed(result, f"table 'runs/{sweep}.csv' lists member {row['name']!r} but there "
+                                         f"is no run {key!r}")
+            _with_history(result, key, run)
+        out.append((row, run))
     return out
 
 
@@ -203,7 +330,7 @@ def region_training(results, figures: Path) -> tuple[str, list[Path]] | None:
     if not result:
         return None
     runs = {name: result["runs"].get(f"runs/{name}") for name in ("lenet", "alexnet")}
-    runs = {k: v for k, v in runs.items() if v}
+    runs = {k: _with_history(result, f"runs/{k}", v) for k, v in runs.items() if v}
     if not runs:
         return None
     rows = []
@@ -281,8 +408,11 @@ def region_throughput(results, figures):
     if not rows:
         return None
     table = []
-    for row in rows:
+    for number, row in enumerate(rows, 1):
         oom = str(row.get("oom")).lower() == "true"
+        if not oom and row.get("img_per_s") in (None, ""):
+            raise _malformed(result, f"table 'runs/throughput.csv' row {number} has no 'img_per_s' "
+                                     f"(nor oom=True)")
         table.append([row["batch_size"], "out of memory" if oom else _num(row.get("img_per_s"), 0),
                       "–" if oom else _num(row.get("step_ms"), 1), "–" if oom else _num(row.get("peak_mem_mb"), 0)])
     fits = [int(r["batch_size"]) for r in rows if str(r.get("oom")).lower() != "true"]
@@ -316,11 +446,13 @@ def region_resnet(results, figures):
     run = result["runs"].get("runs")
     if not run:
         return None
+    _with_history(result, "runs", run)
     rows = [["ResNet18", run["epochs"], f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})",
              _pct(run["final_val_acc"]), f"{_num(run['train_time_s'])} s", _num(_mean_speed(run), 0)]]
     histories = {"ResNet18": run.get("history", [])}
     alexnet = results.get("03_training", {}).get("runs", {}).get("runs/alexnet")
     if alexnet:
+        _with_history(results["03_training"], "runs/alexnet", alexnet)
         rows.append(["AlexNet (03, 4.2)", alexnet["epochs"],
                      f"{_pct(alexnet['best_val_acc'])} (epoch {alexnet['best_epoch']})",
                      _pct(alexnet["final_val_acc"]), f"{_num(alexnet['train_time_s'])} s",
@@ -371,6 +503,7 @@ def region_kaggle(results, figures):
     run = result["runs"].get("runs")
     if not run:
         return None
+    _with_history(result, "runs", run)
     stamp = _provenance(result, _epochs([run]))
     rows = [["ResNet18", run["settings"]["img_size"], run["epochs"], run.get("num_classes", "–"),
              f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", f"{_num(run['train_time_s'])} s"]]

@@ -314,3 +314,14 @@ def test_param_values_are_checked_against_the_notebook_defaults(tmp_path):
     steps = rp.plan(tmp_path, only=["05"], params=["05.lr=1", "05.lrs=[0.1, 1]", "05.model=lenet",
                                                    "05.overrides=[TRAIN.LR=0.1]"])
     assert steps[0]["parameters"]["lr"] == 1 and steps[0]["parameters"]["lrs"] == [0.1, 1]
+
+
+def test_a_removed_results_file_of_a_finished_experiment_is_gathered_again(tmp_path, stub):
+    out = tmp_path / "results"
+    _run_stub(out)
+    results = out / "03_training" / rp.RESULTS
+    before = json.loads(results.read_text())
+    results.unlink()
+    rows = _run_stub(out)
+    assert rows[0]["status"] == "finished" and f"{rp.RESULTS} rebuilt" in rows[0]["note"] and _executions(out) == 1
+    assert json.loads(results.read_text())["runs"] == before["runs"]

@@ -146,3 +146,65 @@ def test_regions_limits_the_rewrite(tmp_path):
     assert [p.name for p in (tmp_path / ws.FIGURES).glob("*.png")] == ["lr.png"]
     with pytest.raises(ws.WorksheetError, match="unknown region"):
         ws.regenerate(out, sheet, regions=["nope"])
+
+
+def _damage(out, name, change):
+    path = out / name / "results.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: d.clear() or d.update({"x": 1}), r"no 'experiment'"),
+    (lambda d: d.pop("runs"), r"no 'runs'"),
+    (lambda d: d.update(runs=[1, 2]), r"'runs' must be a mapping, got a list"),
+    (lambda d: d["runs"]["runs/lenet"].pop("best_val_acc"), r"run 'runs/lenet' has no 'best_val_acc'"),
+    (lambda d: d["runs"]["runs/lenet"].update(epochs="three"), r"run 'runs/lenet': 'epochs' must be a number"),
+    (lambda d: d["runs"]["runs/lenet"].update(history={}), r"run 'runs/lenet': 'history' must be a list"),
+    (lambda d: d["runs"]["runs/lenet"]["history"][1].pop("val_acc"),
+     r"run 'runs/lenet': history row 2 has no 'val_acc'"),
+    (lambda d: d["runs"]["runs/lenet"].update(settings=None), r"run 'runs/lenet': 'settings' must be a mapping"),
+    (lambda d: d["runs"]["runs/lenet"].update(history=[]), r"run 'runs/lenet' has no history.*curves"),
+    (lambda d: d.update(tables={"runs/x.csv": {"a": 1}}), r"table 'runs/x.csv' must be a list of rows"),
+])
+def test_a_malformed_results_file_is_one_error_naming_it(tmp_path, change, says):
+    out = _results(tmp_path)
+    path = _damage(out, "03_training", change)
+    sheet = tmp_path / "worksheet.md"
+    sheet.write_text(WORKSHEET)
+    with pytest.raises(ws.WorksheetError, match=rf"^{path}: .*{says}"):
+        ws.regenerate(out, sheet)
+    assert sheet.read_text() == WORKSHEET
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: d["tables"]["runs/throughput.csv"][0].pop("batch_size"),
+     r"'runs/throughput.csv' row 1 has no 'batch_size'"),
+    (lambda d: d["tables"]["runs/throughput.csv"][0].update(img_per_s="fast"),
+     r"'runs/throughput.csv' row 1: 'img_per_s' must be a number, got 'fast'"),
+    (lambda d: d["tables"]["runs/lr.csv"][0].update({"TRAIN.LR": "abc"}),
+     r"'runs/lr.csv' row 1: 'TRAIN.LR' must be a number"),
+    (lambda d: d["tables"]["runs/lr.csv"][1].pop("name"), r"'runs/lr.csv' row 2 has no 'name'"),
+    (lambda d: [run.update(history=[]) for run in d["runs"].values()], r"run 'runs/lr/lr=0.0001' has no history"),
+])
+def test_a_malformed_sweep_table_is_one_error_naming_it(tmp_path, change, says):
+    out = _results(tmp_path)
+    path = _damage(out, "05_sweeps", change)
+    sheet = tmp_path / "worksheet.md"
+    sheet.write_text(WORKSHEET)
+    with pytest.raises(ws.WorksheetError, match=rf"^{path}: .*{says}"):
+        ws.regenerate(out, sheet)
+
+
+def test_the_command_says_a_malformed_results_file_in_one_line(tmp_path, capsys):
+    from nmeplib import cli
+
+    out = _results(tmp_path)
+    (out / "03_training" / "results.json").write_text("[]")
+    sheet = tmp_path / "worksheet.md"
+    sheet.write_text(WORKSHEET)
+    assert cli.main(["worksheet", str(out), "--worksheet", str(sheet)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out / '03_training' / 'results.json'}: "), err
