@@ -232,10 +232,9 @@ class _StrictLoader(yaml.SafeLoader):
             if isinstance(key, (list, dict, set)):
                 raise _Refused(None, None, f"a key must be a name, got {key!r}", key_node.start_mark)
             value = self.construct_object(value_node, deep=True)
-            if key in seen and seen[key] != value:  # the old course's files repeat some keys, unchanged
-                raise _Refused(None, None, f"key {key!r} is given twice, with different values "
-                               f"({seen[key]!r}, then {value!r}); keep one", key_node.start_mark)
-            seen[key] = value
+            if key in seen and seen[key][0] != value:  # the old course's files repeat some keys, unchanged
+                raise _Refused(None, None, _repeated(key, *seen[key], value), key_node.start_mark)
+            seen[key] = (value, key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep)
 
     def construct_undefined(self, node):
@@ -245,6 +244,16 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _StrictLoader.add_constructor(None, _StrictLoader.construct_undefined)  # every tag SafeLoader lacks
+
+
+def _repeated(key: Any, first: Any, first_line: int, then: Any) -> str:
+    """What a key given twice with different values is told: two sections are to be joined,
+    two values shown so that one is kept."""
+    if isinstance(first, dict) and isinstance(then, dict):
+        return (f"key {key!r} is given twice, with different contents (first on line {first_line}); "
+                f"put everything under one {key}")
+    return (f"key {key!r} is given twice, with different values ({first!r} on line {first_line}, "
+            f"then {then!r}); keep one")
 
 
 def _yaml_problem(err: yaml.YAMLError, text: str) -> str:

@@ -367,8 +367,11 @@ def test_none_spellings_given_as_text(text):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("TRAIN:\n  EPOCHS: 2\n  EPOCHS: 3\n", r", line 3: key 'EPOCHS' is given twice, with different values \(2, then 3\); keep one$"),
-    ("TRAIN:\n  EPOCHS: 2\nSEED: 1\nTRAIN:\n  LR: 0.1\n", r", line 4: key 'TRAIN' is given twice, with different values"),
+    ("TRAIN:\n  EPOCHS: 2\n  EPOCHS: 3\n",
+     r", line 3: key 'EPOCHS' is given twice, with different values \(2 on line 2, then 3\); keep one$"),
+    ("TRAIN:\n  EPOCHS: 2\nSEED: 1\nTRAIN:\n  LR: 0.1\n",
+     r", line 4: key 'TRAIN' is given twice, with different contents \(first on line 1\); put everything under "
+     r"one TRAIN$"),
     ("a: &a [1, 2]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
      r", line 1: anchors and aliases \(& and \*\) are not allowed in a config; write the values out$"),
 ])
@@ -399,7 +402,8 @@ def test_a_binary_config_is_one_error_line_from_the_cli(tmp_path):
 
 BAD_YAML = [  # (file text, what the one error line says after "config PATH")
     ("TRAIN: [\n", r" is not valid YAML: line 2, column 1: expected the node content, but found '<stream end>'"),
-    ("SEED: 1\n---\nSEED: 2\n", r" is not valid YAML: line 2, column 1: expected a single document in the stream, but found another document$"),
+    ("SEED: 1\n---\nSEED: 2\n",
+     r" is not valid YAML: line 2, column 1: expected a single document in the stream, but found another document$"),
     ("TRAIN: !!python/object/apply:os.system ['touch MARKER']\n",
      r", line 1: the tag !!python/object/apply:os.system is not allowed in a config; write plain values"),
     ("SEED: !mine 3\n", r", line 1: the tag !mine is not allowed in a config"),
@@ -498,3 +502,14 @@ def test_reproduce_param_of_the_wrong_type_is_one_line_before_any_notebook_runs(
     name, value = item.rpartition(".")[2].split("=")
     assert name in err and (value.strip("[") in err or "aliases" in err)
     assert not (tmp_path / "out").exists()
+
+
+def test_two_train_sections_are_one_error_line_from_the_cli(tmp_path, capsys):
+    from nmeplib.cli import main
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("BASE: [digits_lenet]\nTRAIN:\n  EPOCHS: 2\nTRAIN:\n  LR: 0.1\n")
+    assert main(["train", "--config", str(path), "--output", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (f"error: config {path}, line 4: key 'TRAIN' is given twice, with different "
+                                       f"contents (first on line 2); put everything under one TRAIN\n")
+    assert not (tmp_path / "run").exists()
