@@ -21,6 +21,10 @@ Running it again skips experiments finished with the same parameters, resumes an
 one (the notebook gets ``resume=True``: each run continues from its ``checkpoint_last.pt``,
 finished runs are read back, see README "What happens when...") and refuses, naming the
 differences, an experiment whose folder holds other parameters (``--overwrite`` replaces it).
+A manifest that is damaged or gone is read again from the folder itself (the parameters papermill
+recorded in the executed notebook, the runs' ``summary.json``), so a finished experiment is kept;
+the folders inside OUT_DIR are recorded relative to it and are not compared, so a moved or copied
+OUT_DIR keeps its experiments. One ``reproduce`` at a time holds OUT_DIR's lock.
 
 Sizing: the real chain is meant to fit in 15 minutes on one H100. We could not time it on a GPU
 here; :data:`H100_ESTIMATE_S` is an *estimate* built from the H100 figures of 2026-11-27 (torch
