@@ -3,7 +3,9 @@
 ``run_sweep(base, members, output_root=...)`` trains the members one after another into
 ``output_root/<name>`` (one W&B group, one run per member) and returns a results table.
 Finished members are read back instead of retrained and interrupted ones resume, so an
-interrupted sweep is finished by calling it again. Members run either in this process
+interrupted sweep is finished by calling it again; a member folder holding a finished run of
+other settings is refused unless ``overwrite=True``, and one that another process trains in is
+never touched. Members run either in this process
 (``runner="library"``) or by executing a notebook with papermill (``runner="papermill"``).
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
-from .engine import TrainingDiverged, fit
+from .engine import TrainingDiverged, config_changes, fit
 from .tracking import read_metrics
 from .workbook import execute
 
@@ -79,28 +81,58 @@ def _member_config(base: Config | Mapping | str | os.PathLike, overrides: Mappin
     return load_config(base, overrides)
 
 
-def _same_run(summary: dict, config: Config, keys) -> bool:
-    """Whether a finished run's stored config matches ``config`` on ``keys`` (None: every key but
-    the run folder and W&B naming, which differ between members by design)."""
-    stored = summary.get("config")
-    if stored is None:
-        return False
-    stored, wanted = from_dict(stored).flat(), config.flat()
-    keys = keys or [k for k in wanted if k != "OUTPUT" and not k.startswith("WANDB.")]
-    return all(stored.get(k) == wanted.get(k) for k in keys)
+def _differences(stored: dict, config: Config, keys: Sequence[str] | None, *, epochs: bool = True) -> list[str]:
+    """``KEY: old → new`` for each of ``keys`` in which a stored run's config differs from ``config``
+    (None: every key but the run folder and W&B naming, which differ between members by design);
+    ``epochs=False`` leaves TRAIN.EPOCHS out, which a continued run may raise."""
+    ignore = () if epochs else ("TRAIN.EPOCHS",)
+    ignore += ("OUTPUT", "WANDB.") if keys is None else tuple(k for k in config.flat() if k not in keys)
+    return config_changes(stored, config, ignore)
 
 
-def _state(folder: Path, config: Config, keys=None) -> str:
-    """``done`` (a summary of this very run), ``partial`` (a checkpoint to resume) or ``new``."""
-    epochs = config.TRAIN.EPOCHS
-    summary = ckpt.read_json(folder / ckpt.SUMMARY)
-    if summary is not None and summary.get("epochs") == epochs and _same_run(summary, config, keys):
-        return "done"
-    if (folder / ckpt.LAST).is_file() and (summary is None or summary.get("epochs", 0) < epochs):
-        stored = {"config": ckpt.load_checkpoint(folder / ckpt.LAST)["config"]}
-        keys = [k for k in keys or config.flat() if k not in ("OUTPUT", "TRAIN.EPOCHS") and not k.startswith("WANDB.")]
-        return "partial" if _same_run(stored, config, keys) else "new"  # other settings: train afresh
-    return "new"
+def _state(folder: Path, config: Config, keys: Sequence[str] | None = None) -> tuple[str, list[str]]:
+    """What ``folder`` holds for this member, and how a finished run there differs from ``config``.
+
+    ``done`` (this very run, finished), ``partial`` (a checkpoint of these settings to continue
+    up to as many or more epochs), ``other`` (a finished run of other settings, never replaced
+    unasked) or ``new`` (nothing, or an unfinished run of other settings, trained afresh).
+    """
+    summary, last = ckpt.read_json(folder / ckpt.SUMMARY), folder / ckpt.LAST
+    if summary is not None:
+        stored = summary.get("config")
+        changes = _differences(stored, config, keys) if isinstance(stored, dict) else ["unknown settings"]
+        if not changes:
+            return "done", []
+        if (isinstance(stored, dict) and last.is_file() and summary.get("epochs", 0) < config.TRAIN.EPOCHS
+                and not _differences(stored, config, keys, epochs=False)):
+            return "partial", []
+        return "other", changes
+    if last.is_file():
+        stored = ckpt.load_checkpoint(last)["config"]
+        return ("new" if _differences(stored, config, keys, epochs=False) else "partial"), []
+    return "new", []
+
+
+def _claim(name: str, folder: Path, config: Config, keys: Sequence[str] | None, *, resume: bool,
+           overwrite: bool, clear: bool) -> str:
+    """The member's state, read under its folder's lock; with ``clear``, its folder emptied for a
+    fresh run under that same lock, so a folder another process trains in is never touched.
+
+    OutputError when another process holds the folder, or when it holds a finished run of other
+    settings and not ``overwrite``.
+    """
+    try:
+        with ckpt.locked(folder):
+            state, changes = _state(folder, config, keys)
+            if state == "other" and not overwrite:
+                raise ckpt.OutputError(f"{folder} holds a finished run of other settings ({'; '.join(changes)}); "
+                                       f"overwrite=True replaces it, or choose another output_root")
+            state = state if resume and state != "other" else "new"
+            if clear and state == "new":
+                ckpt.clear_run(folder)
+            return state
+    except ckpt.OutputError as err:
+        raise ckpt.OutputError(f"sweep member {name!r}: {err}") from None
 
 
 def _result_row(name: str, values: dict, folder: Path, status: str, **extra: Any) -> dict:
@@ -115,7 +147,8 @@ def _result_row(name: str, values: dict, folder: Path, status: str, **extra: Any
 
 def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides] | Sequence[Overrides], *,
               output_root: str | os.PathLike, group: str | None = None, runner: str = "library",
-              notebook: str | os.PathLike | None = None, resume: bool = True) -> list[dict]:
+              notebook: str | os.PathLike | None = None, resume: bool = True,
+              overwrite: bool = False) -> list[dict]:
     """Train each member of a sweep in turn and return one results row per member.
 
     ``base`` is a Config or a config name/path; ``members`` maps a name to its overrides
@@ -123,9 +156,15 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
     their values. Member ``name`` trains into ``output_root/<name>`` (see :func:`safe_name`)
     as W&B run ``name`` in group ``group`` (default: ``output_root``'s folder name).
 
-    With ``resume`` (the default) a member whose folder holds a summary.json for the same
-    number of epochs is not retrained but read back (status ``skipped``), and one with a
-    checkpoint but no such summary continues from it; ``resume=False`` retrains everything.
+    With ``resume`` (the default) a member whose folder holds its finished run (summary.json of
+    the same settings and epochs) is not retrained but read back (status ``skipped``), and one
+    with a checkpoint of its settings continues from it (also a finished run given more epochs);
+    an interrupted run of other settings is trained afresh. ``resume=False`` trains every member
+    afresh. A folder holding a finished run of other settings is refused with the differences
+    (OutputError, before any member trains) unless ``overwrite=True``, which replaces it. A
+    member folder is read and cleared only under its lock (``checkpoint.locked``), so a folder
+    that another process trains in stops the sweep with OutputError naming that process, and
+    nothing of its run is touched.
     A member whose loss diverges gets status ``failed`` and an ``error``; the sweep goes on.
 
     ``runner="papermill"`` executes ``notebook`` (default ``notebooks/04_alexnet.ipynb``) per
@@ -149,29 +188,31 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
     declared: dict = {}
     if runner == "papermill":
         notebook, declared = execute.declared_parameters(notebook)
-    plan = []  # built first, so a bad override fails before any member trains
+    plan = []  # built and checked first, so a bad override or a refused folder stops the sweep before it trains
     for name, overrides in named.items():
         sweep_keys = {"OUTPUT": str(folders[name]), "WANDB.GROUP": group, "WANDB.NAME": name}
         config = _member_config(base, {**overrides, **sweep_keys})
         # A notebook member applies its own base settings: compare only what the sweep sets.
         keys = [*overrides, "TRAIN.EPOCHS"] if runner == "papermill" else None
-        state = _state(folders[name], config, keys) if resume else "new"
-        params = (execute.notebook_parameters(notebook, declared, overrides, config, state == "partial")
-                  if runner == "papermill" else None)
-        plan.append((name, {key: config.get_path(key) for key in overrides}, config, state, params))
+        state = _claim(name, folders[name], config, keys, resume=resume, overwrite=overwrite, clear=False)
+        if runner == "papermill":
+            execute.notebook_parameters(notebook, declared, overrides, config, state == "partial")
+        plan.append((name, overrides, config, keys))
 
     results = []
-    for number, (name, values, config, state, params) in enumerate(plan, 1):
-        folder = folders[name]
+    for number, (name, overrides, config, keys) in enumerate(plan, 1):
+        folder, values = folders[name], {key: config.get_path(key) for key in overrides}
+        # Read again under the lock: the folder may have changed while earlier members trained.
+        state = _claim(name, folder, config, keys, resume=resume, overwrite=overwrite, clear=True)
         print(f"[{number}/{len(plan)}] {name}: {STATE_WORDS[state]} ({folder})", flush=True)
         if state == "done":
             results.append(_result_row(name, values, folder, "skipped"))
             continue
-        if state == "new":
-            ckpt.clear_run(folder)  # a run of other settings, or resume=False: train this member afresh
         try:
             if runner == "papermill":
-                execute.run_notebook(notebook, folder, params)
+                execute.run_notebook(notebook, folder,
+                                     execute.notebook_parameters(notebook, declared, overrides, config,
+                                                                 state == "partial"))
             else:
                 fit(config, resume=state == "partial")
         except TrainingDiverged as err:

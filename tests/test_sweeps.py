@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -75,7 +81,7 @@ def test_sweep_trains_each_member_into_its_folder(swept):
 
 def test_rerun_skips_finished_members(swept, tmp_path):
     root = copy_sweep(swept, tmp_path)
-    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/*") if p.is_file()}
+    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/*") if p.is_file() and p.name != ckpt.LOCK}
     again = run_sweep(load_config("digits_lenet", FAST), MEMBERS, output_root=root)
     assert [r["status"] for r in again] == ["skipped", "skipped"]
     for old, new in zip(swept[1], again):
@@ -83,10 +89,59 @@ def test_rerun_skips_finished_members(swept, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained or rewritten
 
 
-def test_changed_base_setting_reruns_members(swept, tmp_path):
+def test_finished_member_of_other_settings_is_refused_unless_overwrite(swept, tmp_path):
     root = copy_sweep(swept, tmp_path)
-    results = run_sweep(load_config("digits_lenet", [*FAST, "DATA.AUGMENT=flip"]), MEMBERS, output_root=root)
+    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/*") if p.is_file() and p.name != ckpt.LOCK}
+    flip = load_config("digits_lenet", [*FAST, "DATA.AUGMENT=flip"])
+    members = {"new": {"TRAIN.LR": 0.02}, **MEMBERS}
+    for resume in (True, False):
+        with pytest.raises(ckpt.OutputError, match=r"^sweep member 'lr=0.01': .*lr=0.01 holds a finished run of "
+                           r"other settings \(DATA.AUGMENT: 'none' → 'flip'\); overwrite=True replaces it"):
+            run_sweep(flip, members, output_root=root, resume=resume)
+    assert not (root / "new" / ckpt.LAST).exists()  # refused before any member trained
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    with pytest.raises(ckpt.OutputError, match=r"TRAIN.EPOCHS: 1 → 2"):  # a longer run needs its checkpoint
+        (root / "lr=0.01" / ckpt.LAST).unlink()
+        run_sweep(load_config("digits_lenet", ["TRAIN.EPOCHS=2", "DATA.BATCH_SIZE=128"]), MEMBERS, output_root=root)
+    results = run_sweep(flip, MEMBERS, output_root=root, overwrite=True)
     assert [r["status"] for r in results] == ["ran", "ran"]
+    assert ckpt.read_json(root / "lr=0.01" / "summary.json")["config"]["DATA"]["AUGMENT"] == "flip"
+
+
+SWEEP_A = """
+import sys
+from nmeplib.config import load_config
+from nmeplib.sweeps import run_sweep
+run_sweep(load_config("digits_lenet", ["TRAIN.EPOCHS=200", "DATA.BATCH_SIZE=128"]), {"m": {"TRAIN.LR": 0.01}},
+          output_root=sys.argv[1])
+"""
+
+
+@pytest.mark.timeout(90)
+def test_second_sweep_on_a_member_folder_in_training_is_refused(tmp_path):
+    root = tmp_path / "shared"
+    env = {**os.environ, "NMEPLIB_PROGRESS": "0",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                          *filter(None, [os.environ.get("PYTHONPATH")])])}
+    a = subprocess.Popen([sys.executable, "-c", SWEEP_A, str(root)], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "m" / ckpt.LAST).is_file():
+            assert a.poll() is None, a.stderr.read().decode()
+            assert time.monotonic() < deadline, "sweep A wrote no checkpoint within 60 s"
+            time.sleep(0.1)
+        with pytest.raises(ckpt.OutputError) as refused:
+            run_sweep(load_config("digits_lenet", FAST), {"m": {"TRAIN.LR": 0.003}}, output_root=root)
+        assert (root / "m" / ckpt.LAST).is_file() and a.poll() is None  # A still trains, its checkpoint in place
+        assert str(refused.value).startswith(f"sweep member 'm': {root / 'm'} is in use by another training "
+                                             f"process (pid {a.pid})")
+    finally:
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=30)
+        a.stderr.close()
+    assert ckpt.load_checkpoint(root / "m" / ckpt.LAST)["config"]["TRAIN"]["LR"] == 0.01
+    assert read_metrics(root / "m")
 
 
 def test_interrupted_member_with_changed_settings_trains_afresh(swept, tmp_path):
