@@ -12,7 +12,8 @@ The release is built from the git-tracked files, less the staff-only ones (``STA
 tests of the solutions, the measured answers, the staff guide and testing notes; README.md is
 written for students and ships as it is), and ``grading.REFERENCE_FILE`` is written so that
 ``python -m nmeplib check`` can grade without the solutions. A release is never written into the
-repository it is cut from.
+repository it is cut from (nor a folder inside it or around it, symlinks resolved), nor cut from
+a tree without solutions (a release itself); each file is written whole (``atomic_write``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .checkpoint import OutputError, atomic_write
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
@@ -156,17 +159,19 @@ def release(root: Path, out_dir: Path, *, force: bool = False) -> list[Region]:
         raise ReleaseError(f"{out_dir} is {'inside ' if source in target.parents else ''}the repository the "
                            f"release is cut from ({source}), or holds it; write the release to a folder outside it")
     blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
-    if blocker is not None and blocker != out_dir and not blocker.is_dir():
-        raise ReleaseError(f"cannot write {out_dir}: {blocker} is a file, not a folder")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+    if blocker is not None and not blocker.is_dir():
+        where = "it" if blocker == out_dir else blocker
+        raise ReleaseError(f"cannot write {out_dir}: {where} is a file, not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ReleaseError(f"{out_dir} is not an empty folder (pass --force to write into it anyway)")
     files, regions = build_release(root)
+    if all(region.path == WORKSHEET for region in regions):
+        raise ReleaseError(f"no solutions found in {source}: it is a release already (a release cut from a "
+                           f"release has nothing to strip); cut the release from the course repository")
     reference = grading.REFERENCE_FILE.relative_to(Path(grading.__file__).parents[1]).as_posix()
     files[reference] = grading.reference_json().encode()
-    for path, data in files.items():
-        target = out_dir / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    for path, data in files.items():  # each file whole or absent, also when the disk fills up
+        atomic_write(out_dir / path, lambda f, data=data: f.write(data))
     return regions
 
 
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     try:
         regions = release(root, args.out_dir, force=args.force)
-    except ReleaseError as err:
+    except (ReleaseError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for region in regions:

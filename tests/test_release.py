@@ -87,20 +87,66 @@ def test_refuses_a_non_empty_folder(tmp_path, capsys):
     assert err.startswith(f"error: {tmp_path} is not an empty folder") and "--force" in err
 
 
-@pytest.mark.parametrize("inside", [".", "nmeplib", "notebooks/out", ".."])
-def test_never_writes_into_the_repository_it_is_cut_from(tmp_path, inside):
+def release_cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m nmeplib release ARGS`` run inside ``repo`` with its own nmeplib."""
+    env = {**os.environ, "PYTHONPATH": python_path(repo)}
+    return subprocess.run([sys.executable, "-m", "nmeplib", "release", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def clone(tmp_path) -> Path:
+    """A clone of this repository (never the repository itself) to cut releases from."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True, timeout=60)
-    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    return repo
+
+
+def tree(repo: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+
+@pytest.mark.parametrize("inside", [".", "nmeplib", "notebooks/out", "..", "link", "link/nmeplib", "up/repo/x"])
+def test_never_writes_into_the_repository_it_is_cut_from(clone, tmp_path, inside):
+    (tmp_path / "link").symlink_to(clone)  # the same tree under another name
+    (tmp_path / "up").symlink_to(tmp_path)
+    before = tree(clone)
+    dest = tmp_path / inside if inside.startswith(("link", "up")) else clone / inside
     with pytest.raises(release.ReleaseError, match="the repository the release is cut from"):
-        release.release(repo, repo / inside, force=True)
-    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts} == before
+        release.release(clone, dest, force=True)
+    assert tree(clone) == before
 
 
-def test_a_file_in_the_output_path_is_one_error(tmp_path, capsys):
+def test_release_dot_with_force_from_the_command_line_is_refused(clone):
+    before = tree(clone)
+    result = release_cli(clone, ".", "--force")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: . is the repository the release is cut from ({clone}), or holds it; "
+                             f"write the release to a folder outside it\n")
+    assert tree(clone) == before
+
+
+def test_a_release_cut_from_a_release_is_one_error(student, tmp_path):
+    repo = tmp_path / "student"
+    shutil.copytree(student, repo)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "release"]):
+        subprocess.run([*git, *command], cwd=repo, check=True, timeout=60)
+    result = release_cli(repo, str(tmp_path / "again"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"error: no solutions found in {repo}: it is a release already (a release cut from a "
+                             f"release has nothing to strip); cut the release from the course repository\n")
+    assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_file_in_the_output_path_is_one_error(tmp_path, capsys, force):
     (tmp_path / "notes.txt").write_text("x")
-    assert release.main([str(tmp_path / "notes.txt" / "out")]) == 2
+    assert release.main([str(tmp_path / "notes.txt" / "out"), *force]) == 2
     assert capsys.readouterr().err == f"error: cannot write {tmp_path}/notes.txt/out: {tmp_path}/notes.txt is a file, not a folder\n"
+    assert release.main([str(tmp_path / "notes.txt"), *force]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {tmp_path}/notes.txt: it is a file, not a folder\n"
+    assert (tmp_path / "notes.txt").read_text() == "x"
 
 
 def test_release_has_no_solutions(student):
