@@ -10,11 +10,17 @@ correct model computes exactly the reference's numbers on a fixed input. ``REFER
 stores, for each layer with weights, a sample of its input and output (and the logits); it is
 written by ``release`` from the solved models. Without it (the solved repository) the reference
 is computed from ``nmeplib.models`` itself.
+
+The student's code runs in a worker process per model (``spawn``: torch is imported once per
+model, not per part), under a time limit per part (``PART_TIMEOUT``, ``--timeout``): an endless
+loop is killed and reported as ``timed out``, the worker is started again for the remaining
+parts; ``sys.exit``, ``KeyboardInterrupt`` or a crash of the process fail that part only.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,11 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import ConfigError
+
 REFERENCE_FILE = Path(__file__).with_name("grading_reference.json")
 PARTS = ("params", "shapes", "grads", "forward", "train")
 PROJECTIONS = 16  # random projections kept per activation
 TOLERANCE = 1e-5  # relative error allowed in the forward check (float32 noise is ~3e-7)
 BATCH, SEED = 2, 0
+PART_TIMEOUT = 60.0  # seconds a part may take before it is stopped (AlexNet's train takes ~6 s on 2 cores)
+START_TIMEOUT = 120.0  # seconds a worker process may take to start (importing torch, ~2 s)
+REFERENCE_KEYS = ("params", "tensors", "layers", "trace", "logits")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,10 @@ class Result:
 
 class NotImplementedYet(Exception):
     """The student's code still raises NotImplementedError (the release's stub)."""
+
+
+class GradingError(ConfigError):
+    """``check`` cannot grade at all (its reference file is unreadable): one ``error:`` line."""
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:
@@ -169,12 +184,35 @@ def reference_json() -> str:
     return json.dumps({name: reference_record(name) for name in SPECS}, indent=1) + "\n"
 
 
+def stored_reference(name: str) -> dict | None:
+    """``name``'s record in ``REFERENCE_FILE`` (a release), None without the file (solved repository).
+
+    GradingError naming the file when it is not the JSON that ``release`` writes.
+    """
+    if not REFERENCE_FILE.exists():
+        return None
+    restore = "restore it from the course release"
+    try:
+        stored = json.loads(REFERENCE_FILE.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise GradingError(f"{REFERENCE_FILE}: not valid JSON (not UTF-8 text); {restore}") from None
+    except json.JSONDecodeError as err:
+        raise GradingError(f"{REFERENCE_FILE}: not valid JSON (line {err.lineno}, column {err.colno}: "
+                           f"{err.msg}); {restore}") from None
+    except OSError as err:
+        raise GradingError(f"{REFERENCE_FILE}: cannot be read ({err.strerror or err}); {restore}") from None
+    record = stored.get(name) if isinstance(stored, dict) else None
+    if not isinstance(record, dict) or any(key not in record for key in REFERENCE_KEYS):
+        raise GradingError(f"{REFERENCE_FILE}: has no reference for {name} (needs {', '.join(REFERENCE_KEYS)}); "
+                           f"{restore}")
+    return record
+
+
 @lru_cache(maxsize=None)
 def load_reference(name: str) -> dict:
     """The stored reference when there is one (a release), else the solution's (solved repository)."""
-    if REFERENCE_FILE.exists():
-        return json.loads(REFERENCE_FILE.read_text())[name]
-    return reference_record(name)
+    stored = stored_reference(name)
+    return reference_record(name) if stored is None else stored
 
 
 def relative_error(a: dict, b: dict) -> float:
@@ -214,6 +252,9 @@ def check_shapes(name: str, spec: Spec) -> str:
             out = run(model, torch.zeros(BATCH, 3, size, size))
         if tuple(out.shape) != (BATCH, 10):
             problems.append(f"input {BATCH}x3x{size}x{size} gives {tuple(out.shape)}, expected ({BATCH}, 10)")
+        elif not torch.isfinite(out).all():
+            problems.append(f"input {BATCH}x3x{size}x{size} gives NaN or infinite logits; a correct model's "
+                            f"are finite (a division by zero or log of zero in forward?)")
     return "; ".join(problems)
 
 
@@ -221,12 +262,17 @@ def check_grads(name: str, spec: Spec) -> str:
     torch.manual_seed(SEED)
     model = build(name).train()
     loss = F.cross_entropy(run(model, fixed_input(spec.train_size)), torch.arange(BATCH))
+    if not torch.isfinite(loss):
+        return f"the loss is {loss.item()}: the logits hold NaN or infinite values"
     loss.backward()
     missing = [k for k, p in model.named_parameters() if p.grad is None]
     zero = [k for k, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
     parts = [f"no gradient reaches {', '.join(missing[:4])} (not used in forward?)" if missing else "",
              f"zero gradient in {', '.join(zero[:4])}" if zero else ""]
     return "; ".join(p for p in parts if p)
+
+
+NON_FINITE = {"in": "receives NaN or infinite values", "out": "computes NaN or infinite values"}
 
 
 def check_forward(name: str, spec: Spec, ref: dict) -> str:
@@ -246,8 +292,12 @@ def check_forward(name: str, spec: Spec, ref: dict) -> str:
                      if side == "in" else "from the same input: check its stride, padding or kind")
             if a["shape"] != b["shape"]:
                 return f"{what} {text}: shape {tuple(a['shape'])}, expected {tuple(b['shape'])}; {where}"
+            if not np.isfinite(a["norm"]):
+                return f"{what} {NON_FINITE[side]}; {where}"
             if (err := relative_error(a, b)) > TOLERANCE:
                 return f"{what} {text}: relative error {err:.2g}; {where}"
+    if not torch.isfinite(logits).all():
+        return "every layer matches but the logits hold NaN or infinite values: check the end of forward"
     if (err := relative_error(summarise(logits), ref["logits"])) > TOLERANCE:
         return f"every layer matches but the logits differ (relative error {err:.2g}): check the end of forward"
     return ""
@@ -267,6 +317,8 @@ def check_train(name: str, spec: Spec) -> str:
     for step in range(1, spec.steps + 1):
         logits = run(model, x)
         loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            return f"the loss is {loss.item()} at step {step}: the logits hold NaN or infinite values"
         accuracy = (logits.argmax(1) == y).float().mean().item()
         losses.append(loss.item())
         if accuracy >= spec.target:
@@ -284,33 +336,133 @@ def _where(err: BaseException) -> str:
     return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
 
 
-def grade(name: str, parts: tuple[str, ...] = PARTS) -> list[Result]:
-    """Each requested part's result for one model."""
-    spec, ref = SPECS[name], load_reference(name)
-    runs = {"params": lambda: check_params(name, ref), "shapes": lambda: check_shapes(name, spec),
-            "grads": lambda: check_grads(name, spec), "forward": lambda: check_forward(name, spec, ref),
+def _shown(path: str | None) -> str:
+    """``path`` relative to the current folder when it is inside it."""
+    if not path:
+        return "?"
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def failure_message(err: BaseException) -> str:
+    """One line saying how the student's code failed, with the file and line where it did."""
+    if isinstance(err, SyntaxError):
+        text = f": {err.text.strip()}" if err.text and err.text.strip() else ""
+        return f"{type(err).__name__} in {_shown(err.filename)} line {err.lineno}: {err.msg}{text}"
+    if isinstance(err, SystemExit):
+        return (f"sys.exit({err.code!r}) was called{_where(err)}; a model returns its output, "
+                f"it must not end the program")
+    if isinstance(err, KeyboardInterrupt):
+        return f"KeyboardInterrupt was raised{_where(err)}"
+    return f"{type(err).__name__}: {err}{_where(err)}"
+
+
+def grade_part(name: str, part: str, ref: dict | None = None,
+               catch: tuple[type[BaseException], ...] = (Exception, SystemExit)) -> Result:
+    """One part's result for ``name``, in this process; ``ref`` None: ``load_reference``.
+
+    What ``catch`` holds, raised by the student's code, is a result, not a crash (the worker
+    also catches KeyboardInterrupt; in this process that is the user's Ctrl-C and stops).
+    """
+    spec = SPECS[name]
+    reference = (lambda: ref) if ref is not None else (lambda: load_reference(name))
+    runs = {"params": lambda: check_params(name, reference()), "shapes": lambda: check_shapes(name, spec),
+            "grads": lambda: check_grads(name, spec), "forward": lambda: check_forward(name, spec, reference()),
             "train": lambda: check_train(name, spec)}
-    results = []
+    start = time.perf_counter()
+    try:
+        message = runs[part]()
+        status = "FAIL" if message else "pass"
+    except NotImplementedYet as err:
+        status, message = "todo", f"not implemented yet: {err}"
+    except catch as err:
+        status, message = "FAIL", failure_message(err)
+    return Result(name, part, status, message, time.perf_counter() - start)
+
+
+def grade(name: str, parts: tuple[str, ...] = PARTS, ref: dict | None = None) -> list[Result]:
+    """Each requested part's result for one model, in this process and without a time limit."""
+    return [grade_part(name, part, ref) for part in parts]
+
+
+def _serve(conn, name: str, parts: tuple[str, ...], ref: dict | None) -> None:
+    """Worker process: say it is ready, then grade ``parts`` in turn, sending each Result."""
+    torch.set_grad_enabled(True)
+    conn.send(None)
     for part in parts:
-        start = time.perf_counter()
+        conn.send(grade_part(name, part, ref, catch=(BaseException,)))
+    conn.close()
+
+
+def _ended(process) -> str:
+    """Why a worker process ended without a result."""
+    process.join(5)
+    code = process.exitcode
+    if code is not None and code < 0:
+        return f"the grading process was killed by signal {-code} during this part (out of memory?)"
+    return (f"the grading process ended with exit status {code} during this part "
+            f"(os._exit or a crash in the model's code?)")
+
+
+def _receive(conn, seconds: float):
+    """The worker's next message, ``TimeoutError`` after ``seconds``, ``EOFError`` when it ended."""
+    if not conn.poll(seconds):
+        raise TimeoutError
+    return conn.recv()
+
+
+def _grade_in_worker(name: str, parts: tuple[str, ...], ref: dict | None, timeout: float) -> list[Result]:
+    """Results of ``parts`` from one worker process, up to and including the first part it does not
+    finish (timed out, or the process ended); the worker is killed then."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_serve, args=(sender, name, parts, ref))
+    process.start()
+    sender.close()
+    results: list[Result] = []
+    try:
         try:
-            message = runs[part]()
-            status = "FAIL" if message else "pass"
-        except NotImplementedYet as err:
-            status, message = "todo", f"not implemented yet: {err}"
-        except Exception as err:  # the student's code failing is a result, not a crash
-            status, message = "FAIL", f"{type(err).__name__}: {err}{_where(err)}"
-        results.append(Result(name, part, status, message, time.perf_counter() - start))
+            _receive(receiver, START_TIMEOUT)
+        except (TimeoutError, EOFError) as err:
+            why = f"did not start within {START_TIMEOUT:g} s" if isinstance(err, TimeoutError) else "failed to start"
+            return [Result(name, part, "FAIL", f"the grading process {why}") for part in parts]
+        for part in parts:
+            start = time.perf_counter()
+            try:
+                results.append(_receive(receiver, timeout))
+            except TimeoutError:
+                message = (f"timed out after {timeout:g} s (an endless loop? on a slow machine allow more "
+                           f"with --timeout SECONDS)")
+                return [*results, Result(name, part, "FAIL", message, time.perf_counter() - start)]
+            except EOFError:
+                return [*results, Result(name, part, "FAIL", _ended(process), time.perf_counter() - start)]
+        process.join(5)
+        return results
+    finally:
+        receiver.close()
+        process.kill()
+        process.join()
+
+
+def grade_isolated(name: str, parts: tuple[str, ...] = PARTS, timeout: float = PART_TIMEOUT) -> list[Result]:
+    """Each part's result for one model, graded in worker processes with ``timeout`` s per part."""
+    ref = stored_reference(name)
+    results: list[Result] = []
+    while len(results) < len(parts):
+        results += _grade_in_worker(name, tuple(parts[len(results):]), ref, timeout)
     return results
 
 
 def format_results(results: list[Result]) -> str:
-    """Failures with their messages, then one summary row per model and part."""
-    lines, shown = [], set()
+    """Failures with their messages (parts with the same message on one line), then one summary
+    row per model and part."""
+    failed: dict[tuple[str, str], list[str]] = {}
     for r in results:
-        if r.status != "pass" and (r.model, r.message) not in shown:
-            lines.append(f"{r.model} {r.part}: {r.message}")
-            shown.add((r.model, r.message))
+        if r.status != "pass":
+            failed.setdefault((r.model, r.message), []).append(r.part)
+    lines = [f"{model} {', '.join(parts)}: {message}" for (model, message), parts in failed.items()]
     lines += ["", f"{'model':<9} {'part':<8} {'result':<6} {'time':>6}"]
     lines += [f"{r.model:<9} {r.part:<8} {r.status:<6} {r.seconds:5.1f}s" for r in results]
     passed = sum(r.status == "pass" for r in results)
@@ -318,15 +470,21 @@ def format_results(results: list[Result]) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
-def check(model: str = "all", parts: tuple[str, ...] = PARTS) -> bool:
-    """Grade ``model`` (``alexnet``, ``resnet18`` or ``all``), print the report; True when all pass."""
+def check(model: str = "all", parts: tuple[str, ...] = PARTS, timeout: float = PART_TIMEOUT) -> bool:
+    """Grade ``model`` (``alexnet``, ``resnet18`` or ``all``), print the report; True when all pass.
+
+    Each part may take ``timeout`` seconds in a worker process per model; ``timeout=0`` grades in
+    this process without a limit (so that ``breakpoint()`` in the model works).
+    """
     names = tuple(SPECS) if model == "all" else (model,)
     if any(n not in SPECS for n in names):
         raise ValueError(f"unknown model {model!r}; choose from {', '.join((*SPECS, 'all'))}")
+    for name in names:
+        stored_reference(name)  # a corrupt file stops here, before any grading
     if not REFERENCE_FILE.exists():
-        print(f"note: no {REFERENCE_FILE.name}: the reference is this repository's own nmeplib/models")
+        print(f"note: no {REFERENCE_FILE.name}: the reference is this repository's own nmeplib/models", flush=True)
     torch.set_grad_enabled(True)
-    results = [r for n in names for r in grade(n, parts)]
+    results = [r for n in names for r in (grade_isolated(n, parts, timeout) if timeout else grade(n, parts))]
     print(format_results(results))
     return all(r.status == "pass" for r in results)
 
@@ -335,5 +493,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nmeplib check", description="Grade your AlexNet and ResNet18.")
     p.add_argument("model", nargs="?", default="all", choices=(*SPECS, "all"))
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to check (default: all)")
+    p.add_argument("--timeout", type=_seconds, default=PART_TIMEOUT, metavar="SECONDS",
+                   help=f"stop a part that runs longer and report it as timed out (default: {PART_TIMEOUT:g}); "
+                        "0: grade in this process without a limit, e.g. to use breakpoint()")
     args = p.parse_args(argv)
-    return 0 if check(args.model, tuple(args.parts)) else 1
+    return 0 if check(args.model, tuple(args.parts), args.timeout) else 1
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``'s value: a number of seconds, at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
