@@ -456,13 +456,14 @@ def grade_isolated(name: str, parts: tuple[str, ...] = PARTS, timeout: float = P
 
 
 def format_results(results: list[Result]) -> str:
-    """Failures with their messages (parts with the same message on one line), then one summary
-    row per model and part."""
+    """Failures with their messages (once per message: the other parts it fails are named after
+    it), then one summary row per model and part."""
     failed: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if r.status != "pass":
             failed.setdefault((r.model, r.message), []).append(r.part)
-    lines = [f"{model} {', '.join(parts)}: {message}" for (model, message), parts in failed.items()]
+    lines = [f"{model} {first}: {message}" + (f" (also: {', '.join(others)})" if others else "")
+             for (model, message), (first, *others) in failed.items()]
     lines += ["", f"{'model':<9} {'part':<8} {'result':<6} {'time':>6}"]
     lines += [f"{r.model:<9} {r.part:<8} {r.status:<6} {r.seconds:5.1f}s" for r in results]
     passed = sum(r.status == "pass" for r in results)

@@ -89,14 +89,14 @@ def test_stub_reads_as_not_implemented_once(monkeypatch, capsys):
     assert report.count("not implemented yet: ResNet18.__init__: write me") == 1
 
 
-def test_parts_failing_alike_share_one_line():
+def test_parts_failing_alike_share_one_line_naming_them():
     results = [grading.Result("alexnet", "params", "FAIL", "timed out after 1 s"),
                grading.Result("alexnet", "shapes", "pass"),
                grading.Result("alexnet", "grads", "FAIL", "zero gradient in features.0.bias"),
                grading.Result("alexnet", "forward", "FAIL", "timed out after 1 s"),
                grading.Result("resnet18", "forward", "FAIL", "timed out after 1 s")]
     lines = grading.format_results(results).splitlines()
-    assert lines[:4] == ["alexnet params, forward: timed out after 1 s",
+    assert lines[:4] == ["alexnet params: timed out after 1 s (also: forward)",
                          "alexnet grads: zero gradient in features.0.bias",
                          "resnet18 forward: timed out after 1 s", ""]
     assert lines[-1] == "1/5 passed"
@@ -177,8 +177,8 @@ def test_syntax_error_names_file_and_line(tmp_path, reference):
     result = check_in(repo, "alexnet", "--parts", "params", "shapes")
     assert result.returncode == 1, result.stderr
     problems = [line for line in result.stdout.splitlines() if line.startswith("alexnet ") and ":" in line]
-    assert problems == [f"alexnet params, shapes: SyntaxError in {Path('nmeplib', 'models', 'alexnet.py')} "
-                        f"line {line}: invalid syntax: x = = 1"]
+    assert problems == [f"alexnet params: SyntaxError in {Path('nmeplib', 'models', 'alexnet.py')} "
+                        f"line {line}: invalid syntax: x = = 1 (also: shapes)"]
     assert "alexnet   shapes   FAIL" in result.stdout and "0/2 passed" in result.stdout
     assert "Traceback" not in result.stderr
 
