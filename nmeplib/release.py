@@ -35,7 +35,7 @@ WORKSHEET = "worksheet.md"
 STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
     "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
     "tests/test_reproduce.py", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
-    "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh",
+    "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh", "tests/test_user_facts.py",
 )
 class ReleaseError(ValueError):
     """A marker problem or an unusable output folder; the message names the file and line."""
