@@ -1,21 +1,83 @@
 #!/usr/bin/env bash
-# Mutation score of nmeplib's core modules: how many planted bugs the fast tests catch.
+# Mutation score of nmeplib's modules: how many planted bugs the fast tests catch.
 #
-#   bash benchmarks/mutation.sh                      # every core module (hours on 2 cores)
-#   TESTS=tests/test_schedule.py bash benchmarks/mutation.sh nmeplib/optim.py   # one module, its own tests
-#   SAMPLE=150 TESTS=tests/test_engine.py bash benchmarks/mutation.sh nmeplib/engine.py   # a seeded sample
+#   bash benchmarks/mutation.sh                      # the core modules (hours on 2 cores)
+#   bash benchmarks/mutation.sh all                  # every module of the package (many hours)
+#   bash benchmarks/mutation.sh nmeplib/legacy.py    # one module, with the tests mapped to it (TESTS_FOR below)
+#   TESTS=tests/test_schedule.py bash benchmarks/mutation.sh nmeplib/optim.py   # one module, tests of your choice
+#   SAMPLE=150 bash benchmarks/mutation.sh nmeplib/engine.py   # a seeded sample of its mutants
+#   bash benchmarks/mutation.sh --tests nmeplib/sweeps.py       # print the tests a run would use, run nothing
 #
 # Runs mutmut (installed on demand; not part of CI) on a clean clone of HEAD in a temporary
-# folder, with the tests in $TESTS (default: all of tests/) that are not marked slow; mutmut runs,
-# for each mutant, only the tests that reach the mutated function, and prints the summary and each surviving
-# mutant's name (`mutmut show NAME` in that folder prints its diff). The working tree is left alone.
+# folder, with the fast tests (not marked slow) in $TESTS, or else those TESTS_FOR maps the given
+# modules to (a module it does not map: all of tests/); mutmut runs, for each mutant, only the tests
+# that reach the mutated function, and prints the summary and each surviving mutant's name
+# (`mutmut show NAME` in that folder prints its diff). The working tree is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Module (or folder/, for every module in it) -> the test files that pin its behaviour.
+declare -A TESTS_FOR=(
+  [nmeplib/config.py]="tests/test_config.py tests/test_legacy.py tests/test_user_facts.py"
+  [nmeplib/legacy.py]="tests/test_legacy.py tests/test_config.py tests/test_user_facts.py"
+  [nmeplib/optim.py]="tests/test_schedule.py tests/test_engine.py tests/test_user_facts.py"
+  [nmeplib/engine.py]="tests/test_engine.py tests/test_runs.py tests/test_schedule.py tests/test_user_facts.py"
+  [nmeplib/checkpoint.py]="tests/test_runs.py tests/test_engine.py tests/test_user_facts.py"
+  [nmeplib/submission.py]="tests/test_submission.py tests/test_user_facts.py"
+  [nmeplib/tracking.py]="tests/test_tracking.py tests/test_cli.py tests/test_user_facts.py"
+  [nmeplib/sweeps.py]="tests/test_sweeps.py tests/test_user_facts.py"
+  [nmeplib/batch_sizes.py]="tests/test_batch_sizes.py tests/test_user_facts.py"
+  [nmeplib/grading.py]="tests/test_grading.py tests/test_user_facts.py"
+  [nmeplib/release.py]="tests/test_release.py tests/test_user_facts.py"
+  [nmeplib/reproduce.py]="tests/test_reproduce.py tests/test_notebook_params.py tests/test_user_facts.py"
+  [nmeplib/worksheet.py]="tests/test_worksheet.py tests/test_user_facts.py"
+  [nmeplib/workbook/]="tests/test_notebooks.py tests/test_notebook_params.py tests/test_runtime.py tests/test_user_facts.py"
+  [nmeplib/plots.py]="tests/test_plots.py tests/test_user_facts.py"
+  [nmeplib/tables.py]="tests/test_tables.py"
+  [nmeplib/runtime.py]="tests/test_runtime.py tests/test_engine.py"
+  [nmeplib/distributed.py]="tests/test_distributed.py"
+  [nmeplib/cli.py]="tests/test_cli.py tests/test_legacy.py tests/test_runs.py"
+  [nmeplib/models/]="tests/test_models.py tests/test_grading.py"
+  [nmeplib/data/augment.py]="tests/test_augment.py tests/test_data.py"
+  [nmeplib/data/loaders.py]="tests/test_data.py tests/test_workers.py tests/test_augment.py"
+  [nmeplib/data/stream.py]="tests/test_workers.py tests/test_hdf5.py"
+  [nmeplib/data/hdf5.py]="tests/test_hdf5.py tests/test_data_faults.py"
+  [nmeplib/data/make_hdf5.py]="tests/test_hdf5.py tests/test_data_faults.py"
+  [nmeplib/data/cifar.py]="tests/test_data.py tests/test_data_faults.py tests/test_user_facts.py"
+  [nmeplib/data/]="tests/test_data.py tests/test_data_faults.py"
+)
+
+# The tests for the given modules: their TESTS_FOR entries (a module's own, else its folder's), joined.
+tests_for() {
+  local module key found=() missing=0
+  for module in "$@"; do
+    key=""
+    if [ -n "${TESTS_FOR[$module]+x}" ]; then key=$module
+    elif [ -n "${TESTS_FOR[$(dirname "$module")/]+x}" ]; then key="$(dirname "$module")/"
+    fi
+    if [ -z "$key" ]; then missing=1; else found+=(${TESTS_FOR[$key]}); fi
+  done
+  if [ "$missing" -eq 1 ] || [ ${#found[@]} -eq 0 ]; then echo "tests/"; return; fi
+  printf '%s\n' "${found[@]}" | awk '!seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
+}
+
+SHOW_TESTS=0
+if [ "${1:-}" = "--tests" ]; then SHOW_TESTS=1; shift; fi
 MODULES=("$@")
 if [ ${#MODULES[@]} -eq 0 ]; then
   MODULES=(nmeplib/config.py nmeplib/optim.py nmeplib/engine.py nmeplib/checkpoint.py nmeplib/submission.py
            nmeplib/data/augment.py nmeplib/data/loaders.py nmeplib/data/hdf5.py nmeplib/data/stream.py)
+elif [ ${#MODULES[@]} -eq 1 ] && [ "${MODULES[0]}" = "all" ]; then
+  mapfile -t MODULES < <(git ls-files 'nmeplib/*.py' 'nmeplib/**/*.py' | grep -vE '/__(init|main)__\.py$' | sort -u)
 fi
+for module in "${MODULES[@]}"; do
+  [ -f "$module" ] || { echo "error: $module: no such module (give paths like nmeplib/legacy.py, or all)" >&2; exit 2; }
+done
+TESTS="${TESTS:-$(tests_for "${MODULES[@]}")}"
+if [ "$SHOW_TESTS" -eq 1 ]; then echo "$TESTS"; exit 0; fi
+echo "modules: ${MODULES[*]}"
+echo "tests: $TESTS"
+
 python -m pip install --quiet --disable-pip-version-check "mutmut==3.8.1"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nmeplib-mutation.XXXXXX")"
 git clone --quiet . "$WORK"
@@ -25,10 +87,10 @@ cd "$WORK"
   echo "[tool.mutmut]"
   echo 'source_paths = ["nmeplib/"]'
   printf 'only_mutate = [%s]\n' "$(printf '"%s", ' "${MODULES[@]}" | sed 's/, $//')"
-  printf 'pytest_add_cli_args_test_selection = [%s]\n' "$(printf '"%s", ' ${TESTS:-tests/} | sed 's/, $//')"
+  printf 'pytest_add_cli_args_test_selection = [%s]\n' "$(printf '"%s", ' $TESTS | sed 's/, $//')"
   echo 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow", "-q"]'
   echo 'process_isolation = "forkserver"  # torch is not fork-safe after the test run'
-  echo 'also_copy = ["conftest.py", "benchmarks/", "notebooks/"]'
+  echo 'also_copy = ["conftest.py", "benchmarks/", "notebooks/", "worksheet.md", "README.md"]'
 } >> pyproject.toml
 start=$(date +%s)
 if [ -n "${SAMPLE:-}" ]; then
@@ -48,7 +110,7 @@ fi
 mapfile -t SLOW < <(mutmut results | awk -F: '/: timeout/ {gsub(/ /, "", $1); print $1}')
 for name in "${SLOW[@]}"; do
   if (cd mutants && MUTANT_UNDER_TEST="$name" python -m pytest -x -q -p no:cacheprovider -m "not slow" \
-        ${TESTS:-tests/} > /dev/null 2>&1); then
+        $TESTS > /dev/null 2>&1); then
     echo "time limit, but every test passes alone: $name"
   else
     echo "time limit, and a test fails alone: $name"
