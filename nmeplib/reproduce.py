@@ -103,7 +103,7 @@ class ReproduceError(ConfigError):
 def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]]:
     """``--param [EXPERIMENT.]NAME=VALUE`` items as ``{experiment or None: {name: value}}``;
     values are read as YAML (``2`` is an int, ``3e-3`` a float, ``lenet`` a string)."""
-    import yaml
+    from .config import parse_value
 
     parsed: dict[str | None, dict[str, Any]] = {}
     for item in items or ():
@@ -116,7 +116,7 @@ def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]
         if experiment and full is None:
             raise ReproduceError(f"--param {item!r}: unknown experiment {experiment!r}; choose from "
                                  f"{', '.join(EXPERIMENTS)}")
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_value(text, f"--param {item!r}")
         if isinstance(value, str):
             try:
                 value = float(value)   # YAML reads 3e-3 (no dot) as a string
