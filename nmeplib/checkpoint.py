@@ -47,7 +47,11 @@ def _describe(err: OSError, path: Path) -> str:
         return f"the disk holding {path.parent} is full; free some space"
     # os.path.isdir, not Path.is_dir: it answers False for a name the file system refuses (too long)
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and not os.path.isdir(path.parent):
-        return f"{next(p for p in [path.parent, *path.parents] if p.exists())} is a file, not a folder"
+        blocker = next(p for p in [path.parent, *path.parents] if os.path.lexists(p))
+        if blocker.is_symlink() and not blocker.exists():
+            target = blocker.parent / os.readlink(blocker)
+            return f"{blocker} is a symlink to {target}, which does not exist; create {target} or give another path"
+        return f"{blocker} is a file, not a folder"
     if err.errno == errno.EISDIR or os.path.isdir(path):
         return f"{path} is a folder; give a file name"
     return err.strerror or str(err)
@@ -166,25 +170,28 @@ def is_best_current(folder: str | os.PathLike) -> bool:
     return dst.is_file() and os.path.samefile(src, dst)
 
 
+NOT_TORCH_SAVE = ("it is not a whole file written by torch.save (another kind of file, or one damaged or cut short); "
+                  f"give a checkpoint nmeplib's training wrote (a run's {LAST} or {BEST})")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint written by ``fit``; :class:`CheckpointError` for anything else."""
+    """A checkpoint written by ``fit``; :class:`CheckpointError` for anything else, including
+    contents no training writes (an epoch without its history, a class count below one)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        text = str(err)
-        reason = text.splitlines()[0] if text else type(err).__name__
-        if isinstance(err, (KeyError, UnicodeDecodeError)) or reason.isdigit():  # bytes pickle reads as garbage
-            reason = "it is not a file torch.save wrote (another kind of file, or damaged); give the run's " \
-                     f"{LAST} or its folder"
-        elif "WeightsUnpickler error:" in text and "Unsupported global" not in text:   # not a pickle at all
-            detail = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0]
-            reason = f"it is not a file torch.save wrote ({detail})"
-        elif "weights_only" in text or "Unsupported global" in text:
+        # torch's own words for a foreign or cut file are internals ("Unsupported operand 110", an
+        # errno, a bare number from a garbage pickle), so only two causes are told apart
+        if isinstance(err, PermissionError):
+            reason = "you may not read it (its permissions)"
+        elif "Unsupported global" in str(err):
             reason = "it holds objects other than tensors and plain data, which nmeplib does not load " \
                      "(unpickling them could run code)"
+        else:
+            reason = NOT_TORCH_SAVE
         raise CheckpointError(f"{path} is not a readable nmeplib checkpoint: {reason}") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
@@ -192,7 +199,56 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             else f"no {', '.join(missing)}"
         raise CheckpointError(f"{path} is not an nmeplib checkpoint ({what}); train with nmeplib to get one, or "
                               f"load plain weights with model.load_state_dict(torch.load(path, weights_only=True))")
+    problem = _impossible(state)
+    if problem:
+        raise CheckpointError(f"{path} is damaged or was edited: {problem}; use a checkpoint as nmeplib's training "
+                              f"wrote it (a run's {LAST} or {BEST}), or train again")
     return state
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _impossible(state: dict) -> str | None:
+    """What in a checkpoint's bookkeeping no training writes: ``fit`` saves after each epoch, with
+    one history row per epoch done and at least one class."""
+    epoch, history, classes = state["epoch"], state["history"], state["num_classes"]
+    if not _whole(classes):
+        return f"its num_classes must be a whole number of at least 1, got {classes!r}"
+    if not _whole(epoch):
+        return f"its epoch must be a whole number of at least 1, got {epoch!r}"
+    if not isinstance(history, list) or len(history) != epoch:
+        return f"its history holds {len(history) if isinstance(history, list) else 0} epochs but it says it " \
+               f"ends at epoch {epoch}"
+    if not all(isinstance(row, dict) and "epoch" in row and "val_acc" in row for row in history):
+        return "its history rows lack epoch or val_acc"
+    return None
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "×".join(map(str, tensor.shape)) or "a scalar"
+
+
+def check_weights(path: str | os.PathLike, weights: Mapping[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """:class:`CheckpointError` naming the first weight of ``path`` that ``model`` (built from its config
+    and class count, on the ``meta`` device for a look that allocates nothing) has not, or has in
+    another shape, instead of ``load_state_dict``'s traceback or an allocation of a crafted size."""
+    expected = model.state_dict()
+    lacks = [key for key in expected if key not in weights]
+    extra = [key for key in weights if key not in expected]
+    wrong = [key for key in expected if key in weights and tuple(weights[key].shape) != tuple(expected[key].shape)]
+    if not (lacks or extra or wrong):
+        return
+    if wrong:
+        key = wrong[0]
+        detail = f"{key} is {_shape(weights[key])} in the file but {_shape(expected[key])} in the model"
+    else:
+        detail = f"the file lacks {', '.join(lacks[:3])}" if lacks else f"the file has {', '.join(extra[:3])}, " \
+                                                                         f"which the model lacks"
+    raise CheckpointError(f"{path}: its weights do not fit the model ({detail}); the file was damaged or edited, or "
+                          f"its MODEL settings or class count differ from the model's: use the checkpoint as "
+                          f"training wrote it, with the data it was trained on")
 
 
 def _bytes(tensor: torch.Tensor) -> bytes:
@@ -237,9 +293,22 @@ def set_rng_state(state: dict) -> None:
     torch.cuda.set_rng_state_all([_byte_tensor(s) for s in saved])
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """:class:`OutputError` before a run that will write into ``folder`` starts, where it cannot (a
+    read-only file system, or permissions): a finished run there can still be read back."""
+    folder = Path(folder)
+    if not folder.is_dir() or os.access(folder, os.W_OK):
+        return
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    why = "it is on a read-only file system" if read_only else "you may not write there (its permissions)"
+    raise OutputError(f"cannot write to {folder}: {why}; copy the run to a folder you can write and give that as "
+                      f"OUTPUT, or train into another OUTPUT")
+
+
 def clear_run(folder: str | os.PathLike) -> None:
     """Remove a run's files from ``folder`` (not the folder, nor files nmeplib did not write)."""
     folder = Path(folder)
+    check_writable(folder)
     for name in RUN_FILES:
         (folder / name).unlink(missing_ok=True)
     remove_temporaries(folder)
@@ -247,6 +316,7 @@ def clear_run(folder: str | os.PathLike) -> None:
 
 def remove_temporaries(folder: str | os.PathLike) -> None:
     """Temporary files left by a writer that was killed before its rename."""
+    check_writable(folder)
     for name in RUN_FILES:
         for tmp in Path(folder).glob(f".{name}.*tmp"):
             tmp.unlink(missing_ok=True)
@@ -262,11 +332,10 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
     import fcntl
 
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise OutputError(f"cannot use {folder} as a run folder: {_describe(err, folder / LOCK)}") from None
+    fd, writable = _open_lock(folder)
+    if fd is None:
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -274,8 +343,27 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise OutputError(f"{folder} is in use by another training process (pid {owner}); wait for it to "
                               f"finish or choose another OUTPUT") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(folder: Path) -> tuple[int | None, bool]:
+    """``folder/.lock`` opened (created if need be) and whether it could be opened for writing. In a
+    folder that cannot be written (a read-only mount, no permission) an existing lock file is opened
+    to read, and without one there is nothing to lock: no process can write there either."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644), True
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not folder.is_dir():
+            raise OutputError(f"cannot use {folder} as a run folder: {_describe(err, folder / LOCK)}") from None
+    try:
+        return os.open(folder / LOCK, os.O_RDONLY), False
+    except FileNotFoundError:
+        return None, False
+    except OSError as err:
+        raise OutputError(f"cannot use {folder} as a run folder: {_describe(err, folder / LOCK)}") from None

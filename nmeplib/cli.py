@@ -38,6 +38,33 @@ def _resume_target(path: str, output: str | None) -> tuple[Path, Path | None]:
     return folder, checkpoint
 
 
+def _continue_from(checkpoint: Path, folder: Path) -> None:
+    """``--resume FILE`` for training: a run continues from its folder's ``checkpoint_last.pt``, so
+    FILE must be that file or a copy of it (the same epoch and history). A file of an earlier epoch
+    (``checkpoint_best.pt``, say) is refused, since continuing from it would drop the later epochs,
+    and so is any other, with what to do; never a silent start from scratch."""
+    from . import checkpoint as ckpt
+
+    last = folder / ckpt.LAST
+    if checkpoint.name == ckpt.LAST:
+        return
+    if not last.is_file():
+        raise ckpt.CheckpointError(
+            f"--resume {checkpoint}: a run continues from its folder's {ckpt.LAST}, and {folder} has none; to "
+            f"continue from this file, copy it to NEW/{ckpt.LAST} and give --resume NEW")
+    named, current = ckpt.load_checkpoint(checkpoint), ckpt.load_checkpoint(last)
+    epoch, done = named["epoch"], current["epoch"]
+    if epoch == done and named["history"] == current["history"]:
+        print(f"resuming the run in {folder} from its {ckpt.LAST}, which is at the same epoch {done} as {checkpoint}")
+        return
+    later = f"epoch {done}" if done == epoch + 1 else f"epochs {epoch + 1}-{done}"
+    why = f"so this would drop {later}" if epoch < done else "which is another point of another run"
+    raise ckpt.CheckpointError(
+        f"--resume {checkpoint} holds epoch {epoch} of the run in {folder}, whose {ckpt.LAST} holds epoch {done}; "
+        f"a run continues from its last epoch, {why}: give --resume {folder} to continue from epoch {done}, or "
+        f"copy the file to NEW/{ckpt.LAST} and give --resume NEW to continue from epoch {epoch} in another folder")
+
+
 def _old_flags(args: argparse.Namespace) -> list[str]:
     """``--set``/``--opts`` overrides, then ``--batch-size`` and ``--data-path`` (which win, as in
     the old ``main.py``)."""
@@ -51,8 +78,7 @@ def _old_flags(args: argparse.Namespace) -> list[str]:
 
 def _train(args: argparse.Namespace) -> int | None:
     from . import checkpoint as ckpt
-    from .config import from_dict
-    from .engine import fit
+    from .engine import fit, stored_config
     from .runtime import rank_and_world
 
     overrides = _old_flags(args)
@@ -64,19 +90,14 @@ def _train(args: argparse.Namespace) -> int | None:
         output = str(folder)
     if args.eval:
         return _evaluate(checkpoint or (Path(output) / ckpt.BEST if output else None), overrides)
-    if checkpoint is not None and checkpoint.name != ckpt.LAST and not (Path(output) / ckpt.LAST).is_file():
-        raise ckpt.CheckpointError(
-            f"--resume {checkpoint}: a run continues from its folder's {ckpt.LAST}, and {output} has none; to "
-            f"continue from this file, copy it to NEW/{ckpt.LAST} and give --resume NEW")
-    if checkpoint is not None and checkpoint.name != ckpt.LAST:
-        print(f"resuming the run in {output} from its {ckpt.LAST} (runs continue from their last epoch)")
+    if checkpoint is not None:
+        _continue_from(checkpoint, Path(output))
     if output:
         overrides.append(f"OUTPUT={output}")
     if resume and not args.config:
         if not output:
             raise ConfigError("--resume needs --output, the folder of the run to continue")
-        stored = ckpt.load_checkpoint(Path(output) / ckpt.LAST)["config"]
-        config = from_dict(stored, overrides)
+        config = stored_config(ckpt.load_checkpoint(Path(output) / ckpt.LAST), overrides)
     else:
         config = load_config(args.config, overrides)
     history = fit(config, resume=resume, overwrite=args.overwrite)

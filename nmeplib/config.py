@@ -424,3 +424,19 @@ def from_dict(tree: Mapping, overrides: Iterable[str] | Mapping[str, Any] = ()) 
     for key, value in _flatten(tree):
         _set(config, key, value, "stored config")
     return _apply(config, overrides)
+
+
+def from_stored(tree: Mapping, overrides: Iterable[str] | Mapping[str, Any] = (), where: str = "stored config") -> Config:
+    """:func:`from_dict` for a config that an earlier version of nmeplib stored (a checkpoint's, a
+    summary's): a key this version no longer has is named in one warning and left out, so runs
+    stored before a code update stay usable; keys added since take their defaults."""
+    items = list(_flatten(tree))
+    gone = [key for key, _ in items if key not in VALID_KEYS]
+    if gone:
+        warnings.warn(f"{where}: {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} no longer a setting of "
+                      f"nmeplib; left out", UserWarning, stacklevel=2)
+    config = _wrap(copy.deepcopy(DEFAULTS))
+    for key, value in items:
+        if key in VALID_KEYS:
+            _set(config, key, value, where)
+    return _apply(config, overrides)

@@ -11,7 +11,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, from_dict
+from . import config as settings
+from .config import Config, ConfigError, from_stored
 from .data import DatasetError, build_loader
 from .models import build_model_from_config
 from .optim import Schedule, build_optimizer
@@ -166,11 +167,50 @@ RESUMABLE = ("OUTPUT", "TRAIN.EPOCHS", "TRAIN.COMPILE", "DATA.ROOT", "DATA.NUM_W
              "DATA.DOWNLOAD", "WANDB.")
 
 
-def config_changes(stored: dict, config: Config, ignore: tuple[str, ...] = ()) -> list[str]:
-    """``KEY: old → new`` for every setting in which ``config`` differs from a stored config."""
-    old, new = from_dict(stored).flat(), config.flat()
-    return [f"{key}: {old.get(key)!r} → {value!r}" for key, value in new.items()
-            if old.get(key) != value and not key.startswith(ignore)]
+def user_settings(config: Config) -> list[str]:
+    """The keys whose value is not the code's default: what the user set, by a file, an override or a
+    notebook. Checkpoints and summaries record them, so that a default moved by a code update is
+    not taken for a change of settings."""
+    return [key for key, value in config.flat().items() if value != settings.VALID_KEYS.get(key)]
+
+
+def _differences(stored: dict, config: Config, ignore: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    old, new = from_stored(stored).flat(), config.flat()
+    return [(key, old.get(key), value) for key, value in new.items() if old.get(key) != value
+            and not key.startswith(ignore)]
+
+
+def config_changes(stored: dict, config: Config, ignore: tuple[str, ...] = (),
+                   user_set: Iterable[str] | None = None) -> list[str]:
+    """``KEY: old → new`` for every setting in which ``config`` differs from a stored config.
+
+    With ``user_set``, the stored run's :func:`user_settings`, a key that neither that run's user
+    nor ``config`` sets is no difference: both sides mean "the default", which may have moved.
+    Without it (runs stored before the record existed), every key counts.
+    """
+    counted = None if user_set is None else {*user_set, *user_settings(config)}
+    return [f"{key}: {old!r} → {new!r}" for key, old, new in _differences(stored, config, ignore)
+            if counted is None or key in counted]
+
+
+def moved_defaults(stored: dict, config: Config, user_set: Iterable[str] | None,
+                   ignore: tuple[str, ...] = ()) -> list[str]:
+    """``KEY's default changed (old → new)`` for each setting that a stored run left at a default
+    the code has changed since: the differences :func:`config_changes` does not count."""
+    if user_set is None:
+        return []
+    counted = {*user_set, *user_settings(config)}
+    return [f"{key}'s default changed ({old!r} → {new!r}); set {key}={old!r} to keep the run's value"
+            for key, old, new in _differences(stored, config, ignore) if key not in counted]
+
+
+def stored_config(state: dict, overrides: Iterable[str] = ()) -> Config:
+    """The config a stored run continues with when no config is given: the settings its user set
+    (as recorded) over today's defaults, then ``overrides``; every stored value without a record."""
+    stored, user_set = state["config"], state.get("config_set")
+    if user_set is not None:
+        stored = {key: value for key, value in Config(stored).flat().items() if key in user_set}
+    return from_stored(stored, overrides)
 
 
 def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tuple[dict | None, list | None]:
@@ -194,7 +234,7 @@ def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tu
         state = ckpt.load_checkpoint(out / ckpt.LAST, map_location="cpu")
         if writer:
             ckpt.remove_temporaries(out)
-        changes = config_changes(state["config"], config, RESUMABLE)
+        changes = config_changes(state["config"], config, RESUMABLE, state.get("config_set"))
         if changes:
             raise ConfigError(f"cannot resume {out} with other settings ({'; '.join(changes)}); resume with the "
                               f"run's settings, or train into another OUTPUT")
@@ -205,11 +245,13 @@ def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tu
         if config.TRAIN.EPOCHS != planned:
             print(f"extending {out} from {planned} to {config.TRAIN.EPOCHS} epochs: epochs {done + 1}.. follow "
                   f"the {config.TRAIN.EPOCHS}-epoch learning-rate schedule", flush=True)
+        for moved in moved_defaults(state["config"], config, state.get("config_set"), RESUMABLE):
+            print(f"{out}: {moved}; epochs {done + 1}.. use the new default", flush=True)
         return state, None
     summary = ckpt.read_json(out / ckpt.SUMMARY)
-    stored = summary["config"] if summary else ckpt.load_checkpoint(out / ckpt.LAST)["config"] \
-        if (out / ckpt.LAST).is_file() else None
-    changes = config_changes(stored, config, ("OUTPUT", "WANDB.")) if stored else ["unknown settings"]
+    stored = summary or (ckpt.load_checkpoint(out / ckpt.LAST) if (out / ckpt.LAST).is_file() else None)
+    changes = config_changes(stored["config"], config, ("OUTPUT", "WANDB."), stored.get("config_set")) \
+        if stored else ["unknown settings"]
     if summary and not changes and summary["epochs"] == config.TRAIN.EPOCHS:
         print(f"{out} already holds this finished run ({summary['epochs']} epochs, best val acc "
               f"{summary['best_val_acc']:.2f}%): reusing it; overwrite=True (--overwrite) trains it again", flush=True)
@@ -231,6 +273,7 @@ def _restore(state: dict, model: nn.Module, optimizer, schedule: Schedule, out: 
     The writer also brings the other run files in line with it: a run killed between its
     checkpoint and its metrics line or best checkpoint gets them now.
     """
+    ckpt.check_weights(out / ckpt.LAST, state["model"], model)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -257,9 +300,10 @@ def _end_epoch(out: Path, state: dict, tracker: Tracker, callbacks, epochs: int)
 
 def _write_summary(out: Path, history: list[dict], num_classes: int, config: Config, tracker: Tracker) -> None:
     row = ckpt.run_row(history)
-    summary = {**{key: row[key] for key in ckpt.SUMMARY_KEYS}, "num_classes": num_classes, "config": config.to_dict()}
+    summary = {**{key: row[key] for key in ckpt.SUMMARY_KEYS}, "num_classes": num_classes, "config": config.to_dict(),
+               "config_set": user_settings(config)}
     ckpt.write_json(out / ckpt.SUMMARY, summary)
-    tracker.log_summary(**{k: v for k, v in summary.items() if k != "config"})
+    tracker.log_summary(**{k: v for k, v in summary.items() if k not in ("config", "config_set")})
 
 
 def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
@@ -313,6 +357,7 @@ def fit(config: Config, *, resume: bool = False, overwrite: bool = False,
                                      "schedule": schedule.state_dict(), "epoch": epoch,
                                      "best_acc": ckpt.best_row(history)["val_acc"], "history": history,
                                      "rng": ckpt.rng_state(), "config": config.to_dict(),
+                                     "config_set": user_settings(config),
                                      "class_names": list(train_loader.split.class_names), "num_classes": num_classes},
                                tracker, callbacks, config.TRAIN.EPOCHS)
             if rank == 0 and history:

@@ -9,7 +9,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .checkpoint import OutputError
-from .config import from_dict
+from .config import from_stored
 from .data import DatasetError, ImageSplit, build_loader
 
 __all__ = ["HEADER", "OutputError", "check_classes", "check_predictions", "load_model", "predict",
@@ -25,7 +25,9 @@ def load_model(path: str | Path, overrides: Iterable[str] | Mapping = (), device
 
     device = torch.device(device) if device is not None else default_device()
     state = ckpt.load_checkpoint(path, map_location=device)
-    config = from_dict(state["config"], overrides)
+    config = from_stored(state["config"], overrides, f"the config stored in {path}")  # the model as trained
+    with torch.device("meta"):   # shapes only: a crafted class count allocates nothing
+        ckpt.check_weights(path, state["model"], build_model_from_config(config, state["num_classes"]))
     model = build_model_from_config(config, state["num_classes"], device)
     model.load_state_dict(state["model"])
     return model.eval(), config, state

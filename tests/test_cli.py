@@ -125,13 +125,108 @@ def test_resume_from_a_real_checkpoint_under_another_name_never_trains_from_scra
     assert sorted(p.name for p in moved.iterdir()) == ["ckpt_best.pth"]   # nothing trained there
 
 
+def _junk(path):
+    """Files that are not checkpoints, each the way a user meets one."""
+    import pickle
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    (path / "text.pth").write_bytes(b"hello world")
+    (path / "number.pth").write_bytes(pickle.dumps(174812789))
+    with zipfile.ZipFile(path / "archive.pth", "w") as z:
+        z.writestr("a", "b")
+    np.save(path / "array.npy", np.zeros(3))
+    (path / "array.npy").rename(path / "array.pth")
+    torch.save({"model": {"w": torch.zeros(10_000)}}, path / "whole.pt")
+    (path / "cut.pth").write_bytes((path / "whole.pt").read_bytes()[:20_000])
+    return ["text.pth", "number.pth", "archive.pth", "array.pth", "cut.pth"]
+
+
 def test_a_file_that_is_not_a_checkpoint_says_so_in_words(tmp_path, capsys):
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"hello world")
-    assert main(["train", "--resume", str(junk)]) == 2
-    assert capsys.readouterr().err == (f"error: {junk} is not a readable nmeplib checkpoint: it is not a file "
-                                       f"torch.save wrote (another kind of file, or damaged); give the run's "
-                                       f"checkpoint_last.pt or its folder\n")
+    for name in _junk(tmp_path):
+        junk = tmp_path / name
+        assert main(["train", "--resume", str(junk)]) == 2
+        assert capsys.readouterr().err == (
+            f"error: {junk} is not a readable nmeplib checkpoint: it is not a whole file written by torch.save "
+            f"(another kind of file, or one damaged or cut short); give a checkpoint nmeplib's training wrote "
+            f"(a run's checkpoint_last.pt or checkpoint_best.pt)\n"), name
+
+
+def _run_with_checkpoints(tmp_path):
+    """A 2-epoch digits run whose folder also keeps a copy of its epoch-1 checkpoint as ckpt_best.pth."""
+    run = tmp_path / "run"
+    assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=1", "--output", str(run)]) == 0
+    (run / "ckpt_best.pth").write_bytes((run / "checkpoint_last.pt").read_bytes())
+    assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=2", "--resume", "--output",
+                 str(run)]) == 0
+    (run / "copy.pt").write_bytes((run / "checkpoint_last.pt").read_bytes())
+    return run
+
+
+def test_resume_from_an_earlier_checkpoint_is_refused_and_a_copy_of_the_last_continues(tmp_path, capsys):
+    run = _run_with_checkpoints(tmp_path)
+    last = (run / "checkpoint_last.pt").read_bytes()
+    capsys.readouterr()
+    args = ["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=3", "--resume"]
+    assert main([*args, str(run / "ckpt_best.pth")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --resume {run / 'ckpt_best.pth'} holds epoch 1 of the run in {run}, whose checkpoint_last.pt "
+        f"holds epoch 2; a run continues from its last epoch, so this would drop epoch 2: give --resume {run} to "
+        f"continue from epoch 2, or copy the file to NEW/checkpoint_last.pt and give --resume NEW to continue "
+        f"from epoch 1 in another folder\n")
+    assert (run / "checkpoint_last.pt").read_bytes() == last and len(read_metrics(run)) == 2
+    assert main([*args, str(run / "copy.pt")]) == 0   # the very point the run is at: it continues
+    assert "from its checkpoint_last.pt" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
+
+
+def _crafted(tmp_path, change):
+    """A real one-epoch digits run folder whose checkpoints are edited by ``change(state)``."""
+    import torch
+
+    run = tmp_path / "run"
+    if not run.is_dir():
+        assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=1", "--output", str(run)]) == 0
+        (run / "whole.pt").write_bytes((run / "checkpoint_last.pt").read_bytes())
+    state = torch.load(run / "whole.pt", weights_only=True)
+    change(state)
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
+        (run / name).unlink()
+        torch.save(state, run / name)
+    return run
+
+
+def _huge_classes(state):
+    state["num_classes"] = 2 ** 40
+
+
+def _wrong_shape(state):
+    state["model"]["classifier.5.weight"] = state["model"]["classifier.5.weight"][:, :80].clone()
+
+
+def _no_history(state):
+    state["history"] = []
+
+
+@pytest.mark.parametrize("change, message", [
+    (_huge_classes, "its weights do not fit"),
+    (_wrong_shape, "its weights do not fit"),
+    (_no_history, "its history holds 0 epochs but it says it ends at epoch 1"),
+], ids=["num_classes 2**40", "wrong weight shape", "empty history"])
+def test_crafted_checkpoints_are_one_error_line_for_predict_eval_and_resume(tmp_path, capsys, change, message):
+    run = _crafted(tmp_path, change)
+    capsys.readouterr()
+    for args in (["predict", "--checkpoint", str(run / "checkpoint_best.pt"), "--out", str(tmp_path / "s.csv")],
+                 ["train", "--eval", "--resume", str(run / "checkpoint_best.pt")],
+                 ["train", "--resume", "--output", str(run), "--set", "TRAIN.EPOCHS=2"],
+                 ["train", "--config", "digits_lenet", "--output", str(run), "--set", "TRAIN.EPOCHS=2", "--resume"]):
+        if change is _huge_classes and args[0] == "train" and "--eval" not in args:
+            continue   # training builds its model from the data's class count, not the file's
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (args, err)
 
 
 def test_opts_needs_pairs_and_throughput_runs_for_the_config():

@@ -1,10 +1,12 @@
 """Run folders: never replaced unasked, one process at a time, resumed only with the same settings,
 written atomically; checkpoints restore their random state wherever they were loaded to."""
+import contextlib
 import errno
 import os
 import pickle
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -319,12 +321,16 @@ def test_a_best_checkpoint_that_cannot_be_replaced_is_named(tmp_path):
         ckpt.link_best(tmp_path)
 
 
+NOT_A_CHECKPOINT = (": it is not a whole file written by torch.save (another kind of file, or one damaged or cut "
+                    "short); give a checkpoint nmeplib's training wrote (a run's checkpoint_last.pt or "
+                    "checkpoint_best.pt)")
+
+
 def test_unreadable_and_incomplete_checkpoints_say_why(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(ckpt.CheckpointError) as info:
         ckpt.load_checkpoint(tmp_path / "junk.pt")
-    assert re.fullmatch(rf"{tmp_path / 'junk.pt'} is not a readable nmeplib checkpoint: it is not a file "
-                        rf"torch\.save wrote \(\S.*\)", str(info.value))   # the unpickler's words, e.g. "Unsupported operand 110"
+    assert str(info.value) == f"{tmp_path / 'junk.pt'} is not a readable nmeplib checkpoint{NOT_A_CHECKPOINT}"
     torch.save({"model": {}, "x": ckpt.OutputError("hi")}, tmp_path / "evil.pt")
     with pytest.raises(ckpt.CheckpointError, match=r": it holds objects other than tensors and plain data, which "
                                                    r"nmeplib does not load \(unpickling them could run code\)$"):
@@ -335,18 +341,51 @@ def test_unreadable_and_incomplete_checkpoints_say_why(tmp_path):
         ckpt.load_checkpoint(tmp_path / "part.pt")
 
 
-def test_a_truncated_checkpoint_says_what_torch_found(tmp_path):
-    """A file cut short (copied while it was written, say) gets the first line of torch's own error."""
+def test_a_truncated_checkpoint_says_what_it_is_not_and_what_to_do(tmp_path):
+    """A file cut short (copied while it was written, say): torch's own words are an errno or a number."""
     torch.save({"model": {"w": torch.zeros(1000)}}, tmp_path / "whole.pt")
     data = (tmp_path / "whole.pt").read_bytes()
     cut = tmp_path / "cut.pt"
-    cut.write_bytes(data[:len(data) // 2])
-    with pytest.raises(Exception) as info:
-        torch.load(cut, weights_only=True)
-    first_line = str(info.value).splitlines()[0]
+    for size in (len(data) // 2, 100, 10):
+        cut.write_bytes(data[:size])
+        with pytest.raises(ckpt.CheckpointError) as info:
+            ckpt.load_checkpoint(cut)
+        assert str(info.value) == f"{cut} is not a readable nmeplib checkpoint{NOT_A_CHECKPOINT}", size
+
+
+def _plain_state(**changes):
+    model = torch.nn.Linear(2, 3)
+    state = {"model": model.state_dict(), "optimizer": {}, "schedule": {}, "epoch": 2, "rng": {}, "config": {},
+             "num_classes": 3, "history": [{"epoch": 1, "val_acc": 1.0}, {"epoch": 2, "val_acc": 2.0}]}
+    return {**state, **changes}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"history": []}, "its history holds 0 epochs but it says it ends at epoch 2"),
+    ({"history": [{"epoch": 1}]}, "its history holds 1 epochs but it says it ends at epoch 2"),
+    ({"history": [{"epoch": 1}, {"epoch": 2}]}, "its history rows lack epoch or val_acc"),
+    ({"epoch": 0, "history": []}, "its epoch must be a whole number of at least 1, got 0"),
+    ({"num_classes": 0}, "its num_classes must be a whole number of at least 1, got 0"),
+    ({"num_classes": "10"}, "its num_classes must be a whole number of at least 1, got '10'"),
+])
+def test_a_checkpoint_with_impossible_contents_is_refused(tmp_path, changes, message):
+    torch.save(_plain_state(**changes), tmp_path / "crafted.pt")
     with pytest.raises(ckpt.CheckpointError) as info:
-        ckpt.load_checkpoint(cut)
-    assert str(info.value) == f"{cut} is not a readable nmeplib checkpoint: {first_line}"
+        ckpt.load_checkpoint(tmp_path / "crafted.pt")
+    assert str(info.value).startswith(f"{tmp_path / 'crafted.pt'} is damaged or was edited: {message}; ")
+
+
+def test_weights_that_do_not_fit_the_model_are_named(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    weights = {"0.weight": torch.zeros(3, 5), "0.bias": torch.zeros(3), "extra": torch.zeros(1)}
+    with pytest.raises(ckpt.CheckpointError, match=r"^f.pt: its weights do not fit the model \(0.weight is 3×5 in "
+                                                   r"the file but 3×4 in the model\)"):
+        ckpt.check_weights("f.pt", weights, model)
+    with pytest.raises(ckpt.CheckpointError, match=r"\(the file has extra, which the model lacks\)"):
+        ckpt.check_weights("f.pt", {**weights, "0.weight": torch.zeros(3, 4)}, model)
+    with pytest.raises(ckpt.CheckpointError, match=r"\(the file lacks 0.bias\)"):
+        ckpt.check_weights("f.pt", {"0.weight": torch.zeros(3, 4)}, model)
+    ckpt.check_weights("f.pt", dict(model.state_dict()), model)
 
 
 KILLED_MID_WRITE = """
@@ -383,3 +422,129 @@ def test_metrics_rows_take_tensors_and_numpy_values(tmp_path):
     rows = [{"loss": torch.tensor(0.5), "epoch": np.int64(3)}, {"acc": np.float32(1.5)}]
     ckpt.write_jsonl(tmp_path / ckpt.METRICS, rows)
     assert read_metrics(tmp_path) == [{"loss": 0.5, "epoch": 3}, {"acc": 1.5}]
+
+
+# ----------------------------------------------------------------------------- runs stored before a code update
+
+def _code_update(monkeypatch, change):
+    """Simulate pulling a new version of nmeplib: ``change(defaults)`` edits a copy of the defaults,
+    which then become the code's defaults and its known keys."""
+    import copy
+
+    import nmeplib.config as config_module
+
+    defaults = copy.deepcopy(config_module.DEFAULTS)
+    change(defaults)
+    monkeypatch.setattr(config_module, "DEFAULTS", defaults)
+    monkeypatch.setattr(config_module, "VALID_KEYS", dict(config_module._flatten(defaults)))
+
+
+def _add_knob(defaults):
+    defaults["TRAIN"]["OLD_KNOB"] = 3
+
+
+def test_a_stored_run_survives_a_setting_the_code_no_longer_has(digits_config, monkeypatch, capsys, tmp_path):
+    with monkeypatch.context() as old_code:     # the run is trained by a version that had TRAIN.OLD_KNOB
+        _code_update(old_code, _add_knob)
+        config = digits_config("TRAIN.EPOCHS=1")
+        first = fit(config)
+    assert torch.load(f"{config.OUTPUT}/{ckpt.LAST}", weights_only=True)["config"]["TRAIN"]["OLD_KNOB"] == 3
+    copy = tmp_path / "copy"
+    shutil.copytree(config.OUTPUT, copy)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"TRAIN.OLD_KNOB is no longer a setting of nmeplib; left out"):
+        assert fit(digits_config("TRAIN.EPOCHS=1")) == first                         # re-run: read back
+    with pytest.warns(UserWarning, match="TRAIN.OLD_KNOB"):
+        assert main(["predict", "--checkpoint", f"{config.OUTPUT}/{ckpt.BEST}", "--out", str(tmp_path / "s.csv")]) == 0
+    with pytest.warns(UserWarning, match="TRAIN.OLD_KNOB"):
+        assert main(["train", "--resume", "--output", config.OUTPUT, "--set", "TRAIN.EPOCHS=2"]) == 0
+    assert [r["epoch"] for r in read_metrics(config.OUTPUT)] == [1, 2]
+    with pytest.warns(UserWarning, match="TRAIN.OLD_KNOB"):
+        assert len(fit(digits_config("TRAIN.EPOCHS=2", f"OUTPUT={copy}"), resume=True)) == 2
+    assert "OLD_KNOB" not in torch.load(copy / ckpt.LAST, weights_only=True)["config"]["TRAIN"]
+
+
+def _raise_min_lr(defaults):
+    defaults["TRAIN"]["MIN_LR"] = 1e-5
+
+
+def test_a_default_that_moved_is_not_a_change_of_the_users_settings(digits_config, monkeypatch, capsys):
+    config = digits_config("TRAIN.EPOCHS=1")
+    first = fit(config)
+    _code_update(monkeypatch, _raise_min_lr)
+    capsys.readouterr()
+    assert fit(digits_config("TRAIN.EPOCHS=1")) == first                            # the finished run: read back
+    assert "reusing it" in capsys.readouterr().out
+    assert main(["train", "--config", "digits_lenet", "--output", config.OUTPUT, "--set", "TRAIN.EPOCHS=2",
+                 "--resume"]) == 0
+    assert "TRAIN.MIN_LR's default changed (0.0 → 1e-05)" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_metrics(config.OUTPUT)] == [1, 2]
+    with pytest.raises(ConfigError, match=r"other settings \(TRAIN.LR: 0.01 → 0.003\)"):   # what the user sets counts
+        fit(digits_config("TRAIN.EPOCHS=3", "TRAIN.LR=0.003"), resume=True)
+    with pytest.raises(ConfigError, match=r"other settings \(TRAIN.MIN_LR: 1e-05 → 0.0001\)"):
+        fit(digits_config("TRAIN.EPOCHS=3", "TRAIN.MIN_LR=1e-4"), resume=True)
+
+
+def test_a_run_folder_without_the_record_of_user_settings_compares_every_setting(digits_config, monkeypatch):
+    config = digits_config("TRAIN.EPOCHS=1")
+    fit(config)
+    for name in (ckpt.LAST, ckpt.BEST):     # as a version that did not record them wrote it
+        state = torch.load(f"{config.OUTPUT}/{name}", weights_only=True)
+        state.pop("config_set")
+        ckpt.save_checkpoint(state, f"{config.OUTPUT}/{name}")
+    summary = ckpt.read_json(f"{config.OUTPUT}/{ckpt.SUMMARY}")
+    summary.pop("config_set")
+    ckpt.write_json(f"{config.OUTPUT}/{ckpt.SUMMARY}", summary)
+    _code_update(monkeypatch, _raise_min_lr)
+    with pytest.raises(ckpt.OutputError, match=r"other settings \(TRAIN.MIN_LR: 0.0 → 1e-05\)"):
+        fit(digits_config("TRAIN.EPOCHS=1"))
+    with pytest.raises(ConfigError, match=r"other settings \(TRAIN.MIN_LR: 0.0 → 1e-05\)"):
+        fit(digits_config("TRAIN.EPOCHS=2"), resume=True)
+
+
+def test_an_output_that_is_a_dangling_symlink_is_named_as_one(tmp_path, capsys):
+    (tmp_path / "run").symlink_to(tmp_path / "gone")
+    for output in (tmp_path / "run", tmp_path / "run" / "sub"):
+        assert main(["train", "--config", "digits_lenet", "--output", str(output)]) == 2
+        assert capsys.readouterr().err == (f"error: cannot use {output} as a run folder: {tmp_path / 'run'} is a "
+                                           f"symlink to {tmp_path / 'gone'}, which does not exist; create "
+                                           f"{tmp_path / 'gone'} or give another path\n")
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """``folder`` made read-only for real: chmod -R a-w for an ordinary user; as root (whom file modes do
+    not stop) a read-only bind mount of the folder over itself. Skips the test where neither works."""
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(folder)], check=True)
+        try:
+            if os.access(folder, os.W_OK):
+                pytest.skip("chmod a-w does not stop this user from writing")
+            yield
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
+        return
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount a folder read-only here")
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("the read-only bind mount is writable")
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_finished_run_on_a_read_only_file_system_is_read_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--config", "digits_lenet", "--output", str(out), "--set", "TRAIN.EPOCHS=1"]
+    assert main(args) == 0
+    (out / ckpt.LOCK).unlink()        # a copy of the run that never had a lock file
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    with read_only(out):
+        assert main(args) == 0
+        assert "reusing it" in capsys.readouterr().out
+        assert main([*args[:-1], "TRAIN.EPOCHS=2", "--resume"]) == 2         # what must write says so at once
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write to {out}: ") and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
