@@ -78,7 +78,8 @@ def _old_flags(args: argparse.Namespace) -> list[str]:
 
 def _train(args: argparse.Namespace) -> int | None:
     from . import checkpoint as ckpt
-    from .engine import fit, stored_config
+    from .engine import fit
+    from .runstate import stored_config
     from .runtime import rank_and_world
 
     overrides = _old_flags(args)

@@ -11,7 +11,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -19,11 +19,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from . import config as settings
-from .config import Config, ConfigError, from_stored
+from .config import Config, ConfigError
 from .data import DatasetError, build_loader
 from .models import build_model_from_config
 from .optim import Schedule, build_optimizer
+from .runstate import RESUMABLE, PLACE, read_run, user_settings
 from .runtime import (barrier, default_device, peak_memory_mb, progress, rank_and_world, reset_peak_memory,
                       seed_everything, synchronize)
 from .tracking import Tracker, read_metrics
@@ -162,79 +162,29 @@ def num_classes_for(config: Config, train_split, *others) -> int:
     return num_classes
 
 
-# Settings a resumed run may change: where things are and how they are run, not what is trained.
-RESUMABLE = ("OUTPUT", "TRAIN.EPOCHS", "TRAIN.COMPILE", "DATA.ROOT", "DATA.NUM_WORKERS", "DATA.PRELOAD",
-             "DATA.DOWNLOAD", "WANDB.")
-
-
-def user_settings(config: Config) -> list[str]:
-    """The keys whose value is not the code's default: what the user set, by a file, an override or a
-    notebook. Checkpoints and summaries record them, so that a default moved by a code update is
-    not taken for a change of settings."""
-    return [key for key, value in config.flat().items() if value != settings.VALID_KEYS.get(key)]
-
-
-def _differences(stored: dict, config: Config, ignore: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
-    old, new = from_stored(stored).flat(), config.flat()
-    return [(key, old.get(key), value) for key, value in new.items() if old.get(key) != value
-            and not key.startswith(ignore)]
-
-
-def config_changes(stored: dict, config: Config, ignore: tuple[str, ...] = (),
-                   user_set: Iterable[str] | None = None) -> list[str]:
-    """``KEY: old → new`` for every setting in which ``config`` differs from a stored config.
-
-    With ``user_set``, the stored run's :func:`user_settings`, a key that neither that run's user
-    nor ``config`` sets is no difference: both sides mean "the default", which may have moved.
-    Without it (runs stored before the record existed), every key counts.
-    """
-    counted = None if user_set is None else {*user_set, *user_settings(config)}
-    return [f"{key}: {old!r} → {new!r}" for key, old, new in _differences(stored, config, ignore)
-            if counted is None or key in counted]
-
-
-def moved_defaults(stored: dict, config: Config, user_set: Iterable[str] | None,
-                   ignore: tuple[str, ...] = ()) -> list[str]:
-    """``KEY's default changed (old → new)`` for each setting that a stored run left at a default
-    the code has changed since: the differences :func:`config_changes` does not count."""
-    if user_set is None:
-        return []
-    counted = {*user_set, *user_settings(config)}
-    return [f"{key}'s default changed ({old!r} → {new!r}); set {key}={old!r} to keep the run's value"
-            for key, old, new in _differences(stored, config, ignore) if key not in counted]
-
-
-def stored_config(state: dict, overrides: Iterable[str] = ()) -> Config:
-    """The config a stored run continues with when no config is given: the settings its user set
-    (as recorded) over today's defaults, then ``overrides``; every stored value without a record."""
-    stored, user_set = state["config"], state.get("config_set")
-    if user_set is not None:
-        stored = {key: value for key, value in Config(stored).flat().items() if key in user_set}
-    return from_stored(stored, overrides)
-
-
 def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tuple[dict | None, list | None]:
     """Decide what ``OUTPUT`` holds for this run: ``(checkpoint to resume or None, finished history or None)``.
 
     A folder with a run is never replaced unless ``overwrite``; the same settings finished
-    there are reused; ``resume`` accepts only :data:`RESUMABLE` changes. ``writer`` (rank 0)
-    cleans the folder; every rank reaches the same decision.
+    there are reused; ``resume`` accepts only :data:`~nmeplib.runstate.RESUMABLE` changes.
+    ``writer`` (rank 0) cleans the folder; every rank reaches the same decision.
     """
     out = Path(config.OUTPUT)
-    if overwrite or not any((out / name).exists() for name in ckpt.RUN_FILES):
+    found = None if overwrite else read_run(out, checkpoint=resume)
+    if found is None or not found.has_files:
         if writer:
             ckpt.clear_run(out)
         return None, None
     if resume:
-        if not (out / ckpt.LAST).is_file():
+        state = found.checkpoint
+        if state is None:
             print(f"{out} has no {ckpt.LAST} (the run stopped in its first epoch): starting it again", flush=True)
             if writer:
                 ckpt.clear_run(out)
             return None, None
-        state = ckpt.load_checkpoint(out / ckpt.LAST, map_location="cpu")
         if writer:
             ckpt.remove_temporaries(out)
-        changes = config_changes(state["config"], config, RESUMABLE, state.get("config_set"))
+        changes = found.changes(config, RESUMABLE)
         if changes:
             raise ConfigError(f"cannot resume {out} with other settings ({'; '.join(changes)}); resume with the "
                               f"run's settings, or train into another OUTPUT")
@@ -245,16 +195,15 @@ def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tu
         if config.TRAIN.EPOCHS != planned:
             print(f"extending {out} from {planned} to {config.TRAIN.EPOCHS} epochs: epochs {done + 1}.. follow "
                   f"the {config.TRAIN.EPOCHS}-epoch learning-rate schedule", flush=True)
-        for moved in moved_defaults(state["config"], config, state.get("config_set"), RESUMABLE):
+        for moved in found.moved_defaults(config, RESUMABLE):
             print(f"{out}: {moved}; epochs {done + 1}.. use the new default", flush=True)
         return state, None
-    summary = ckpt.read_json(out / ckpt.SUMMARY)
-    stored = summary or (ckpt.load_checkpoint(out / ckpt.LAST) if (out / ckpt.LAST).is_file() else None)
-    changes = config_changes(stored["config"], config, ("OUTPUT", "WANDB."), stored.get("config_set")) \
-        if stored else ["unknown settings"]
-    if summary and not changes and summary["epochs"] == config.TRAIN.EPOCHS:
-        print(f"{out} already holds this finished run ({summary['epochs']} epochs, best val acc "
-              f"{summary['best_val_acc']:.2f}%): reusing it; overwrite=True (--overwrite) trains it again", flush=True)
+    changes = found.changes(config, PLACE)
+    changes = ["unknown settings"] if changes is None else changes
+    if found.finished and not changes and found.epochs == config.TRAIN.EPOCHS:
+        print(f"{out} already holds this finished run ({found.epochs} epochs, best val acc "
+              f"{found.summary['best_val_acc']:.2f}%): reusing it; overwrite=True (--overwrite) trains it again",
+              flush=True)
         return None, read_metrics(out)
     what = f"a run with other settings ({'; '.join(changes)})" if changes else "an unfinished run of these settings"
     raise ckpt.OutputError(f"{out} already holds {what}; resume=True (--resume) continues it, overwrite=True "

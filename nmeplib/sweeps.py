@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
-from .engine import TrainingDiverged, config_changes, fit
+from .engine import TrainingDiverged, fit
+from .runstate import PLACE, read_run
 from .tracking import read_metrics
 from .workbook import execute
 
@@ -81,13 +82,11 @@ def _member_config(base: Config | Mapping | str | os.PathLike, overrides: Mappin
     return load_config(base, overrides)
 
 
-def _differences(stored: dict, config: Config, keys: Sequence[str] | None, *, epochs: bool = True) -> list[str]:
-    """``KEY: old → new`` for each of ``keys`` in which a stored run's config differs from ``config``
-    (None: every key but the run folder and W&B naming, which differ between members by design);
-    ``epochs=False`` leaves TRAIN.EPOCHS out, which a continued run may raise."""
+def _ignored(config: Config, keys: Sequence[str] | None, epochs: bool) -> tuple[str, ...]:
+    """Settings left out of a member's comparison: the run's place (None: every other key counts)
+    or every key but ``keys``; ``epochs=False`` also TRAIN.EPOCHS, which a continued run may raise."""
     ignore = () if epochs else ("TRAIN.EPOCHS",)
-    ignore += ("OUTPUT", "WANDB.") if keys is None else tuple(k for k in config.flat() if k not in keys)
-    return config_changes(stored, config, ignore)
+    return ignore + (PLACE if keys is None else tuple(k for k in config.flat() if k not in keys))
 
 
 def _state(folder: Path, config: Config, keys: Sequence[str] | None = None) -> tuple[str, list[str]]:
@@ -96,20 +95,19 @@ def _state(folder: Path, config: Config, keys: Sequence[str] | None = None) -> t
     ``done`` (this very run, finished), ``partial`` (a checkpoint of these settings to continue
     up to as many or more epochs), ``other`` (a finished run of other settings, never replaced
     unasked) or ``new`` (nothing, or an unfinished run of other settings, trained afresh).
+    Settings are compared as ``fit`` compares them (:meth:`runstate.StoredRun.changes`).
     """
-    summary, last = ckpt.read_json(folder / ckpt.SUMMARY), folder / ckpt.LAST
-    if summary is not None:
-        stored = summary.get("config")
-        changes = _differences(stored, config, keys) if isinstance(stored, dict) else ["unknown settings"]
-        if not changes:
+    found = read_run(folder)
+    changes = found.changes(config, _ignored(config, keys, epochs=True))
+    same_training = found.changes(config, _ignored(config, keys, epochs=False)) == []
+    if found.finished:
+        if changes == []:
             return "done", []
-        if (isinstance(stored, dict) and last.is_file() and summary.get("epochs", 0) < config.TRAIN.EPOCHS
-                and not _differences(stored, config, keys, epochs=False)):
+        if same_training and (folder / ckpt.LAST).is_file() and found.epochs < config.TRAIN.EPOCHS:
             return "partial", []
-        return "other", changes
-    if last.is_file():
-        stored = ckpt.load_checkpoint(last)["config"]
-        return ("new" if _differences(stored, config, keys, epochs=False) else "partial"), []
+        return "other", changes or ["unknown settings"]
+    if found.checkpoint is not None:
+        return ("partial" if same_training else "new"), []
     return "new", []
 
 

@@ -281,7 +281,7 @@ def test_num_classes_come_from_the_dataset_and_every_label_must_fit():
 
 def test_config_changes_name_each_setting_and_skip_the_ignored():
     from nmeplib.config import load_config
-    from nmeplib.engine import config_changes
+    from nmeplib.runstate import config_changes
 
     stored = load_config(None, ["TRAIN.LR=0.01", "OUTPUT=a"]).to_dict()
     assert config_changes(stored, load_config(None, ["TRAIN.LR=0.01", "OUTPUT=a"])) == []

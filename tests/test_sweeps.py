@@ -89,6 +89,21 @@ def test_rerun_skips_finished_members(swept, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained or rewritten
 
 
+def test_a_default_moved_by_a_code_update_does_not_make_a_finished_member_other(swept, tmp_path, monkeypatch):
+    """Sweeps compare settings as fit does: only what the member's user set counts."""
+    import copy
+
+    import nmeplib.config as config_module
+
+    root = copy_sweep(swept, tmp_path)
+    defaults = copy.deepcopy(config_module.DEFAULTS)
+    defaults["TRAIN"]["MIN_LR"] = 1e-5            # the code's default moves; no member set it
+    monkeypatch.setattr(config_module, "DEFAULTS", defaults)
+    monkeypatch.setattr(config_module, "VALID_KEYS", dict(config_module._flatten(defaults)))
+    rows = run_sweep(load_config("digits_lenet", FAST), MEMBERS, output_root=root)
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+
+
 def test_finished_member_of_other_settings_is_refused_unless_overwrite(swept, tmp_path):
     root = copy_sweep(swept, tmp_path)
     mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/*") if p.is_file() and p.name != ckpt.LOCK}
