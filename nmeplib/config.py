@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "CLASS_NAMES": "",          # optional class-names file for an HDF5 dataset
         "DOWNLOAD": True,           # fetch CIFAR-10 when DATA.ROOT lacks it
         "PRELOAD": False,           # HDF5: read whole splits into memory once
+        "TRAIN_SUBSET": 0,          # train on this many training images (stratified, seeded); 0: all
     },
     "MODEL": {
         "NAME": "lenet",            # lenet | alexnet | resnet18
@@ -88,8 +89,8 @@ def choices() -> dict[str, tuple]:
 # Keys whose default is None and the type they take when set.
 OPTIONAL_TYPES: dict[str, type] = {"MODEL.NUM_CLASSES": int, "MODEL.DROPOUT": float}
 POSITIVE = ("DATA.IMG_SIZE", "DATA.BATCH_SIZE", "TRAIN.EPOCHS", "TRAIN.DECAY_EPOCHS", "MODEL.NUM_CLASSES")
-NON_NEGATIVE = ("DATA.NUM_WORKERS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WARMUP_LR", "TRAIN.LR", "TRAIN.MIN_LR",
-                "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
+NON_NEGATIVE = ("DATA.NUM_WORKERS", "DATA.TRAIN_SUBSET", "TRAIN.WARMUP_EPOCHS", "TRAIN.WARMUP_LR", "TRAIN.LR",
+                "TRAIN.MIN_LR", "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
 
 
 class ConfigError(ValueError):

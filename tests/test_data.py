@@ -266,3 +266,34 @@ def test_tensor_loader_augments_chunk_bytes_of_float_output_per_call(monkeypatch
     batches = list(TensorLoader(images, labels, 4, spy, shuffle=False))
     assert spy.calls == calls
     assert torch.equal(torch.cat([y for _, y in batches]), labels)
+
+
+# ----------------------------------------------------------------------------- DATA.TRAIN_SUBSET
+
+def test_train_subset_is_stratified_seeded_and_leaves_validation_whole(capsys):
+    full = build_dataset(load_config("digits_lenet"), "train")
+    config = load_config("digits_lenet", ["DATA.TRAIN_SUBSET=200"])
+    train, val = build_loader(config, "train"), build_loader(config, "val")
+    assert len(train.split) == 200 and len(val.split) == len(build_dataset(config, "val"))
+    counts, share = train.split.labels.bincount(), full.labels.bincount() / len(full) * 200
+    assert (counts - share).abs().max() < 1                            # each class in its own share
+    assert "training on 200 of the" in capsys.readouterr().out
+    again = build_loader(config, "train").split
+    assert torch.equal(again.labels, train.split.labels) and torch.equal(again.images, train.split.images)
+    other = build_loader(load_config("digits_lenet", ["DATA.TRAIN_SUBSET=200", "SEED=1"]), "train").split
+    assert not torch.equal(other.images, train.split.images)          # another seed, other images
+    rows = {tuple(img.flatten().tolist()) for img in full.images}
+    assert all(tuple(img.flatten().tolist()) in rows for img in train.split.images)   # real training images
+
+
+@pytest.mark.parametrize("size, message", [
+    (100_000, r"^DATA.TRAIN_SUBSET=100000 is not smaller than the \d+ training images; give fewer, or 0"),
+    (5, r"^DATA.TRAIN_SUBSET=5 is fewer than the 10 classes; a stratified subset needs at least one image"),
+])
+def test_train_subset_that_cannot_be_drawn_is_one_error(size, message):
+    from nmeplib.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build_loader(load_config("digits_lenet", [f"DATA.TRAIN_SUBSET={size}"]), "train")
+    with pytest.raises(ConfigError, match="DATA.TRAIN_SUBSET must not be negative"):
+        load_config("digits_lenet", ["DATA.TRAIN_SUBSET=-1"])

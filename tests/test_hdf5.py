@@ -680,3 +680,19 @@ def test_a_split_that_training_needs_must_hold_images(tmp_path, empty):
     with pytest.raises(DatasetError, match=rf"^the {empty} split of {path} holds no images"):
         fit(config)
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_train_subset_of_a_streamed_file_holds_the_files_own_images(h5):
+    """DATA.TRAIN_SUBSET on an HDF5 file read from disk: the subset's images are read once into
+    memory, each the file's image at its index, with its label."""
+    from nmeplib.data import build_loader
+    from nmeplib.data.build import train_subset
+
+    path, splits = h5
+    images, labels = splits["train"]
+    config = from_dict({"DATA": {"DATASET": "medium_imagenet", "ROOT": str(path), "IMG_SIZE": 8, "BATCH_SIZE": 4,
+                                 "TRAIN_SUBSET": 12}})
+    split = build_loader(config, "train").split
+    picked = train_subset(torch.from_numpy(labels), 12, config.SEED).numpy()
+    assert len(split) == 12 and split.images is not None
+    assert np.array_equal(split.images.numpy(), images[picked]) and np.array_equal(split.labels.numpy(), labels[picked])

@@ -1,7 +1,7 @@
 """Turn a config into datasets and loaders: ``build_dataset`` and ``build_loader``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -139,17 +139,53 @@ def build_dataset(config: Config, split: str) -> ImageSplit:
     return ImageSplit(name, split, labels, names, IMAGENET_MEAN, IMAGENET_STD, images=images, path=root)
 
 
+def train_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``size`` training images drawn per class in proportion to the class's
+    share (scikit-learn's stratified split), the same for the same seed on any machine: a quick
+    first run, or an overfitting check, on a small but balanced part of the training set."""
+    from sklearn.model_selection import train_test_split
+
+    if size >= len(labels):
+        raise ConfigError(f"DATA.TRAIN_SUBSET={size} is not smaller than the {len(labels)} training images; "
+                          f"give fewer, or 0 for all of them")
+    classes = int(torch.unique(labels).numel())
+    if size < classes:
+        raise ConfigError(f"DATA.TRAIN_SUBSET={size} is fewer than the {classes} classes; a stratified subset "
+                          f"needs at least one image per class")
+    try:
+        picked, _ = train_test_split(torch.arange(len(labels)).numpy(), train_size=size,
+                                     stratify=labels.numpy(), random_state=seed)
+    except ValueError as err:   # a class with a single image cannot be stratified
+        raise ConfigError(f"DATA.TRAIN_SUBSET={size}: {err}") from None
+    return torch.from_numpy(picked).sort().values
+
+
+def _subset(dataset: ImageSplit, config: Config) -> ImageSplit:
+    """The training split cut to ``DATA.TRAIN_SUBSET`` images (validation and test stay whole).
+    The images of an HDF5 split read from disk are read once into memory: a subset is small."""
+    size = config.DATA.TRAIN_SUBSET
+    if not size or dataset.split != "train":
+        return dataset
+    indices = train_subset(dataset.labels, size, config.SEED)
+    images = dataset.images[indices] if dataset.images is not None else \
+        hdf5.read_images(dataset.path, dataset.split, indices)
+    print(f"data: training on {size} of the {len(dataset)} training images (DATA.TRAIN_SUBSET, stratified by "
+          f"class, seed {config.SEED})", flush=True)
+    return replace(dataset, labels=dataset.labels[indices], images=images)
+
+
 def build_loader(config: Config, split: str, *, device: torch.device | str | None = None,
                  shuffle: bool | None = None, augment: bool | None = None,
                  dataset: ImageSplit | None = None):
     """Batches of normalised float images and int64 labels on ``device``.
 
-    Training shuffles, augments with ``DATA.AUGMENT`` and drops the last partial batch;
+    Training reads ``DATA.TRAIN_SUBSET`` images when it is set (not from a ``dataset`` given),
+    shuffles, augments with ``DATA.AUGMENT`` and drops the last partial batch;
     ``val``/``test`` keep the split's order and only resize and normalise. Under torchrun
     each process gets its own shard.
     """
     device = torch.device(device) if device is not None else default_device()
-    dataset = dataset or build_dataset(config, split)
+    dataset = dataset or _subset(build_dataset(config, split), config)
     train = split == "train"
     if len(dataset) == 0:   # an empty split would train nothing, or validate to NaN, or predict nothing
         raise DatasetError(f"the {split} split of {dataset.path or config.DATA.DATASET} holds no images; "
