@@ -332,7 +332,7 @@ def test_num_classes_warning_points_at_the_caller():
 def test_a_misspelt_override_gets_three_current_names_at_most():
     # close matches at ratio >= 0.5, at most three, and never an old course key (DATA.DATA_PATH)
     with pytest.raises(ConfigError, match=r"^unknown config key 'DATA\.DATA_PAHT' in overrides; "
-                                          r"did you mean DATA\.DATASET, DATA\.BATCH_SIZE, DATA\.PRELOAD\?$"):
+                                          r"did you mean DATA\.DATASET, DATA\.TRAIN_SUBSET, DATA\.BATCH_SIZE\?$"):
         load_config(None, ["DATA.DATA_PAHT=/x"])
     with pytest.raises(ConfigError, match=r"^unknown config key 'TRAIN\.LRR' in stored config; did you mean"):
         from_dict({"TRAIN": {"LRR": 0.1}})
