@@ -17,10 +17,12 @@ def _columns(rows: Iterable[Mapping]) -> list[str]:
 
 
 def _cell(value: Any) -> str:
+    """A float with four significant digits, and from 1000 on as a whole number (``.4g`` would
+    print 9999.5 as ``1e+04``)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+        return f"{value:.0f}" if abs(value) >= 1e3 else f"{value:.4g}"
     return str(value)
 
 

@@ -195,3 +195,30 @@ def test_old_config_trains_one_epoch_on_digits_from_the_command_line(old_files, 
     assert stored["DATA"]["BATCH_SIZE"] == 128 and stored["TRAIN"]["OPTIMIZER"] == "sgd"
     assert stored["TRAIN"]["SCHEDULER"] == "step" and stored["DATA"]["AUGMENT"] == "jitter+flip+randaugment"
     assert "best val acc" in capsys.readouterr().out
+
+
+def test_a_typo_in_a_new_style_file_is_not_taken_for_an_old_config(tmp_path):
+    path = tmp_path / "new.yaml"
+    path.write_text("TRAIN:\n  LRR: 0.2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "old-style" not in str(info.value) and "DATA.DATA_PATH" not in str(info.value)
+    assert not legacy.is_old_style(["TRAIN.LRR", "TRAIN.LR"], VALID_KEYS)
+    assert legacy.is_old_style(["TRAIN.LR", "DATA.DATA_PATH"], VALID_KEYS)
+
+
+def test_an_old_architecture_key_is_dropped_with_its_reason(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("DATA:\n  DATA_PATH: /x\nMODEL:\n  RESNET:\n    DEPTH: 34\n")
+    with pytest.warns(OldConfigWarning, match=r"MODEL\.RESNET\.DEPTH.*fixed architectures"):
+        load_config(path)
+
+
+def test_the_old_config_notice_points_at_the_line_that_loads_the_config(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("DATA:\n  DATA_PATH: /x\n  PIN_MEMORY: true\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load_config(path)
+    notices = [w for w in seen if issubclass(w.category, OldConfigWarning)]
+    assert len(notices) == 1 and notices[0].filename == __file__   # the student's notebook cell or script

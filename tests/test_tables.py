@@ -36,3 +36,26 @@ def test_tables_render_as_html_and_stay_text():
     from IPython.lib.pretty import pretty
 
     assert pretty(table) == str(table)  # IPython's text/plain: the table, not a quoted string
+
+
+def test_large_numbers_print_whole_and_small_ones_with_four_digits():
+    rows = [{"img_per_s": 12345.6}, {"img_per_s": 9999.5}, {"img_per_s": 1234.4}, {"img_per_s": 999.94},
+            {"img_per_s": 0.000123456}]
+    assert format_table(rows).splitlines()[2:] == ["    12346", "    10000", "     1234", "    999.9", "0.0001235"]
+
+
+def test_html_rows_are_whole_rows():
+    html = format_table([{"name": "a", "acc": 1.5}, {"name": "b", "acc": 2.0}])._repr_html_()
+    assert html.count("<tr>") == html.count("</tr>") == 3
+    assert ('<tbody><tr><td style="text-align: left">a</td><td style="text-align: right">1.5</td></tr>'
+            '<tr><td style="text-align: left">b</td><td style="text-align: right">2</td></tr></tbody>') in html
+
+
+def test_save_table_makes_nested_folders_and_writes_any_value_as_text(tmp_path):
+    from pathlib import Path
+
+    rows = [{"output": Path("runs/a"), "acc": 1.0}]
+    saved = save_table(rows, tmp_path / "a" / "b" / "t.json")
+    assert json.loads(saved.read_text()) == [{"output": "runs/a", "acc": 1.0}]
+    with open(save_table(rows, tmp_path / "c" / "d" / "t.csv"), newline="") as f:
+        assert list(csv.DictReader(f)) == [{"output": "runs/a", "acc": "1.0"}]
