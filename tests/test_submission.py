@@ -237,3 +237,12 @@ def test_a_checkpoint_without_class_names_is_checked_by_its_class_count():
     check_classes("old.pt", {"num_classes": 3}, data(3))
     with pytest.raises(DatasetError, match=r"^checkpoint old\.pt has 3 classes but the digits data has 4: "):
         check_classes("old.pt", {"num_classes": 3}, data(4))
+
+
+def test_load_model_puts_the_weights_and_the_model_on_the_device_asked_for(trained):
+    """The checkpoint is loaded straight to the device and the model built there (``meta`` stands
+    for a GPU here: neither the CPU default nor the device the file was saved from)."""
+    checkpoint, _ = trained
+    model, _, state = load_model(checkpoint, device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {t.device.type for t in state["model"].values()} == {"meta"}
