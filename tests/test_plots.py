@@ -93,3 +93,50 @@ def test_liveplot_outside_kernel_keeps_history_only(tmp_path):
     live.save(tmp_path / "live.png")
     assert_png(tmp_path / "live.png")
     assert plt.get_fignums() == before
+
+
+def test_history_axes_say_what_they_show_and_a_one_epoch_run_is_a_visible_point():
+    fig = plot_history(history(1))
+    loss_ax, acc_ax = fig.axes
+    assert (loss_ax.get_xlabel(), loss_ax.get_ylabel()) == ("epoch", "Loss")
+    assert (acc_ax.get_xlabel(), acc_ax.get_ylabel()) == ("epoch", "Accuracy (%)")
+    assert {line.get_marker() for ax in fig.axes for line in ax.lines} == {"."}   # a line of one point shows
+
+
+def test_throughput_figure_names_its_curves_and_axes_and_puts_the_oom_mark_at_the_last_fit():
+    rows = [{"batch_size": b, "img_per_s": 10.0 * b, "peak_mem_mb": 2.0 * b} for b in (4, 8)]
+    ax = plot_throughput(rows, oom_batch_size=16).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["images / s", "out of memory", "peak memory"]
+    assert ax.get_ylabel() == "images / s" and ax.get_xlabel() == "batch size"
+    assert ax.figure.axes[1].get_ylabel() == "peak memory (MB)"
+    oom = next(line for line in ax.lines if line.get_marker() == "x")
+    assert list(oom.get_ydata()) == [80.0]
+    label = next(t for t in ax.texts if t.get_text() == "OOM at 16")
+    assert label.anncoords == "offset points" and label.xyann == (0, 12)   # just above the mark
+    assert ax.margins() == (0.1, 0.15)                                       # room for the labels
+    nothing_fits = plot_throughput([{"oom_batch_size": 4}]).axes[0]
+    assert list(next(line for line in nothing_fits.lines if line.get_marker() == "x").get_ydata()) == [0.0]
+
+
+def test_liveplot_in_a_kernel_shows_one_figure_and_updates_it_each_epoch(monkeypatch):
+    import IPython.display
+
+    import nmeplib.plots as plots
+
+    shown, updates = [], []
+
+    class Handle:
+        def update(self, obj):
+            updates.append(obj)
+
+    def display(obj, display_id=False):
+        shown.append(obj)
+        return Handle()
+
+    monkeypatch.setattr(plots, "in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    live = LivePlot(title="live")
+    for row in history(3):
+        live(row)
+    assert len(shown) == 1 and updates == [shown[0], shown[0]]
+    assert len(shown[0].axes[1].lines[1].get_xdata()) == 3          # the curves so far
