@@ -20,13 +20,15 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import config as settings
-from .config import Config, ConfigError, from_stored
-from .data import DatasetError, build_loader
+from .config import Config, from_stored
+from .data import build_loader
+from .errors import ConfigError, DatasetError, NmeplibError
 from .models import build_model_from_config
 from .optim import Schedule, build_optimizer
 from .runtime import (barrier, default_device, peak_memory_mb, progress, rank_and_world, reset_peak_memory,
                       seed_everything, synchronize)
-from .tracking import Tracker, read_metrics
+from .files import read_json, read_metrics, write_json, write_jsonl
+from .tracking import Tracker
 
 LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)
 
@@ -34,7 +36,7 @@ LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss ba
 DIVERGED = 10  # an epoch whose mean training loss exceeds this many times ln(classes) has diverged
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NmeplibError, RuntimeError):
     """The loss became NaN, infinite, or far above an untrained model's; the last good checkpoint is kept."""
 
 
@@ -248,7 +250,7 @@ def _open_run(config: Config, resume: bool, overwrite: bool, writer: bool) -> tu
         for moved in moved_defaults(state["config"], config, state.get("config_set"), RESUMABLE):
             print(f"{out}: {moved}; epochs {done + 1}.. use the new default", flush=True)
         return state, None
-    summary = ckpt.read_json(out / ckpt.SUMMARY)
+    summary = read_json(out / ckpt.SUMMARY)
     stored = summary or (ckpt.load_checkpoint(out / ckpt.LAST) if (out / ckpt.LAST).is_file() else None)
     changes = config_changes(stored["config"], config, ("OUTPUT", "WANDB."), stored.get("config_set")) \
         if stored else ["unknown settings"]
@@ -280,7 +282,7 @@ def _restore(state: dict, model: nn.Module, optimizer, schedule: Schedule, out: 
     ckpt.set_rng_state(state["rng"])
     history = state["history"]
     if writer:
-        ckpt.write_jsonl(out / ckpt.METRICS, history)
+        write_jsonl(out / ckpt.METRICS, history)
         if ckpt.best_row(history)["epoch"] == state["epoch"] and not ckpt.is_best_current(out):
             ckpt.link_best(out)
     return history
@@ -302,7 +304,7 @@ def _write_summary(out: Path, history: list[dict], num_classes: int, config: Con
     row = ckpt.run_row(history)
     summary = {**{key: row[key] for key in ckpt.SUMMARY_KEYS}, "num_classes": num_classes, "config": config.to_dict(),
                "config_set": user_settings(config)}
-    ckpt.write_json(out / ckpt.SUMMARY, summary)
+    write_json(out / ckpt.SUMMARY, summary)
     tracker.log_summary(**{k: v for k, v in summary.items() if k not in ("config", "config_set")})
 
 
