@@ -1,117 +1,34 @@
-"""A run folder's files: their names, atomic writes, checkpoints, the best epoch and the lock.
+"""A run folder's files: their names, checkpoints, the best epoch and the lock.
 
-Every file is written to a temporary file in the same folder and renamed over the old one,
-so a process killed at any moment (SIGKILL, preemption, a full disk) leaves either the old
-file or the new one, never half of one. A checkpoint holds plain data only (state dicts,
-the config as nested dicts, the history, the epoch, RNG states as bytes, the class names)
-and is read with ``torch.load(weights_only=True)``, so loading one never runs code.
+Every file is written whole or not at all (:func:`nmeplib.files.atomic_write`). A checkpoint
+holds plain data only (state dicts, the config as nested dicts, the history, the epoch, RNG
+states as bytes, the class names) and is read with ``torch.load(weights_only=True)``, so
+loading one never runs code.
 """
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import shutil
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from .errors import CheckpointError, OutputError
+from .files import METRICS, atomic_write, describe, read_json, read_metrics, write_json, write_jsonl
+
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
-METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
 RUN_FILES = (LAST, BEST, METRICS, SUMMARY)
 SUMMARY_KEYS = ("best_val_acc", "best_epoch", "final_val_acc", "epochs", "train_time_s")  # and num_classes, config
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 STATE_KEYS = ("model", "optimizer", "schedule", "epoch", "history", "rng", "config", "num_classes")
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable nmeplib checkpoint; the message names it."""
-
-
-class OutputError(OSError):
-    """A run folder or output file that cannot be written, is in use, or may not be replaced."""
-
-
-def _describe(err: OSError, path: Path) -> str:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk holding {path.parent} is full; free some space"
-    # os.path.isdir, not Path.is_dir: it answers False for a name the file system refuses (too long)
-    if err.errno in (errno.ENOTDIR, errno.EEXIST) and not os.path.isdir(path.parent):
-        blocker = next(p for p in [path.parent, *path.parents] if os.path.lexists(p))
-        if blocker.is_symlink() and not blocker.exists():
-            target = blocker.parent / os.readlink(blocker)
-            return f"{blocker} is a symlink to {target}, which does not exist; create {target} or give another path"
-        return f"{blocker} is a file, not a folder"
-    if err.errno == errno.EISDIR or os.path.isdir(path):
-        return f"{path} is a folder; give a file name"
-    return err.strerror or str(err)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    On any failure the temporary file is removed and ``path`` keeps its old contents; an
-    ``OSError`` (full disk, a file where a folder should be) becomes :class:`OutputError`.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # the permissions an ordinary open() would give, not mkstemp's 0600
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
-            write(f)
-        os.replace(tmp, path)
-        tmp = None
-    except Exception as err:
-        cause = _os_error(err)
-        if cause is None:
-            raise
-        raise OutputError(f"could not write {path}: {_describe(cause, path)}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def _os_error(err: BaseException | None) -> OSError | None:
-    """The OSError behind ``err`` (``torch.save`` on a full disk raises a RuntimeError over one)."""
-    while err is not None and not isinstance(err, OSError):
-        err = err.__context__
-    return err
-
-
-def write_json(path: str | os.PathLike, data: dict) -> Path:
-    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=_plain)), "w")
-
-
-def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:
-    return atomic_write(path, lambda f: f.writelines(json.dumps(r, default=_plain) + "\n" for r in rows), "w")
-
-
-def _plain(value):
-    """JSON fallback for tensors and NumPy values."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def read_json(path: str | os.PathLike) -> dict | None:
-    """A JSON file's contents, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def best_row(history: list[dict]) -> dict | None:
@@ -137,13 +54,12 @@ def run_row(run: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, val_time: b
 
 def read_run_row(folder: str | os.PathLike, *, val_time: bool = False) -> dict | None:
     """:func:`run_row` from a run folder's metrics.jsonl, else its summary.json; None without either."""
-    from .tracking import read_metrics  # tracking imports this module
-
     run = (read_metrics(folder) if (Path(folder) / METRICS).is_file() else []) or read_json(Path(folder) / SUMMARY)
     return run_row(run, val_time=val_time) if run else None
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` of ``state`` to ``path``, written whole or not at all."""
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -161,7 +77,7 @@ def link_best(folder: str | os.PathLike) -> None:
         os.replace(tmp, dst)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"could not write {dst}: {_describe(err, dst)}") from None
+        raise OutputError(f"could not write {dst}: {describe(err, dst)}") from None
 
 
 def is_best_current(folder: str | os.PathLike) -> bool:
@@ -360,10 +276,10 @@ def _open_lock(folder: Path) -> tuple[int | None, bool]:
         return os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644), True
     except OSError as err:
         if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not folder.is_dir():
-            raise OutputError(f"cannot use {folder} as a run folder: {_describe(err, folder / LOCK)}") from None
+            raise OutputError(f"cannot use {folder} as a run folder: {describe(err, folder / LOCK)}") from None
     try:
         return os.open(folder / LOCK, os.O_RDONLY), False
     except FileNotFoundError:
         return None, False
     except OSError as err:
-        raise OutputError(f"cannot use {folder} as a run folder: {_describe(err, folder / LOCK)}") from None
+        raise OutputError(f"cannot use {folder} as a run folder: {describe(err, folder / LOCK)}") from None

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from . import legacy
+from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -91,10 +92,6 @@ OPTIONAL_TYPES: dict[str, type] = {"MODEL.NUM_CLASSES": int, "MODEL.DROPOUT": fl
 POSITIVE = ("DATA.IMG_SIZE", "DATA.BATCH_SIZE", "TRAIN.EPOCHS", "TRAIN.DECAY_EPOCHS", "MODEL.NUM_CLASSES")
 NON_NEGATIVE = ("DATA.NUM_WORKERS", "DATA.TRAIN_SUBSET", "TRAIN.WARMUP_EPOCHS", "TRAIN.WARMUP_LR", "TRAIN.LR",
                 "TRAIN.MIN_LR", "TRAIN.WEIGHT_DECAY", "TRAIN.MOMENTUM", "TRAIN.LABEL_SMOOTHING", "TRAIN.DECAY_RATE")
-
-
-class ConfigError(ValueError):
-    """A config file, key or value that is wrong; the message names it."""
 
 
 class Config(dict):

@@ -15,10 +15,10 @@ from typing import Callable, Iterable, Mapping
 
 import yaml
 
+from .checkpoint import METRICS
 from .config import Config
-from .tracking import read_metrics
-
-METRICS_FILE = "metrics.jsonl"   # what rank 0 appends one row to per epoch (nmeplib.tracking)
+from .errors import ConfigError
+from .files import read_metrics
 
 
 def torchrun_command(config_path: str | Path, nproc: int, output: str | Path, resume: bool = False,
@@ -77,8 +77,6 @@ def launch(config: Config, nproc: int, *, resume: bool = False, overwrite: bool 
     to train on the CPU with gloo on a machine with GPUs. On GPUs, ``nproc`` may not exceed
     the number of GPUs (ConfigError). An error in a callback, or an interrupt, stops the job.
     """
-    from .config import ConfigError
-
     if nproc < 1:
         raise ConfigError(f"nproc must be at least 1, got {nproc}")
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -89,7 +87,7 @@ def launch(config: Config, nproc: int, *, resume: bool = False, overwrite: bool 
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    metrics = _MetricsFile(out / METRICS_FILE, resume)
+    metrics = _MetricsFile(out / METRICS, resume)
     callbacks = list(callbacks)
 
     def forward(final: bool = False) -> None:
@@ -117,4 +115,4 @@ def launch(config: Config, nproc: int, *, resume: bool = False, overwrite: bool 
         raise RuntimeError(f"distributed training on {nproc} processes failed (torchrun exit status "
                            f"{proc.returncode}); the failing rank's error is in the output above")
     forward(final=True)
-    return read_metrics(out / METRICS_FILE)
+    return read_metrics(out / METRICS)

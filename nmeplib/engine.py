@@ -19,14 +19,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
-from .data import DatasetError, build_loader
+from .config import Config
+from .data import build_loader
+from .errors import ConfigError, DatasetError, NmeplibError
 from .models import build_model_from_config
 from .optim import Schedule, build_optimizer
 from .runstate import RESUMABLE, PLACE, read_run, user_settings
 from .runtime import (barrier, default_device, peak_memory_mb, progress, rank_and_world, reset_peak_memory,
                       seed_everything, synchronize)
-from .tracking import Tracker, read_metrics
+from .files import read_metrics, write_json, write_jsonl
+from .tracking import Tracker
 
 LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss back from the device)
 
@@ -34,7 +36,7 @@ LOG_EVERY = 50  # steps between progress-bar updates (each one reads the loss ba
 DIVERGED = 10  # an epoch whose mean training loss exceeds this many times ln(classes) has diverged
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NmeplibError, RuntimeError):
     """The loss became NaN, infinite, or far above an untrained model's; the last good checkpoint is kept."""
 
 
@@ -229,7 +231,7 @@ def _restore(state: dict, model: nn.Module, optimizer, schedule: Schedule, out: 
     ckpt.set_rng_state(state["rng"])
     history = state["history"]
     if writer:
-        ckpt.write_jsonl(out / ckpt.METRICS, history)
+        write_jsonl(out / ckpt.METRICS, history)
         if ckpt.best_row(history)["epoch"] == state["epoch"] and not ckpt.is_best_current(out):
             ckpt.link_best(out)
     return history
@@ -251,7 +253,7 @@ def _write_summary(out: Path, history: list[dict], num_classes: int, config: Con
     row = ckpt.run_row(history)
     summary = {**{key: row[key] for key in ckpt.SUMMARY_KEYS}, "num_classes": num_classes, "config": config.to_dict(),
                "config_set": user_settings(config)}
-    ckpt.write_json(out / ckpt.SUMMARY, summary)
+    write_json(out / ckpt.SUMMARY, summary)
     tracker.log_summary(**{k: v for k, v in summary.items() if k not in ("config", "config_set")})
 
 

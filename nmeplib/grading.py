@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ConfigError
+from .errors import NmeplibError
 
 REFERENCE_FILE = Path(__file__).with_name("grading_reference.json")
 PARTS = ("params", "shapes", "grads", "forward", "train")
@@ -78,7 +78,7 @@ class NotImplementedYet(Exception):
     """The student's code still raises NotImplementedError (the release's stub)."""
 
 
-class GradingError(ConfigError):
+class GradingError(NmeplibError, ValueError):
     """``check`` cannot grade at all (its reference file is unreadable): one ``error:`` line."""
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Iterable
 
+from .errors import ConfigError
+
 # Old key -> this project's key; the value carries over (names are lower-cased where noted).
 RENAMED: dict[str, str] = {
     "DATA.DATA_PATH": "DATA.ROOT",
@@ -113,8 +115,6 @@ def _policy(value: Any) -> str | None:
         return None
     name = text.split("-", 1)[0]
     if name not in POLICIES:
-        from .config import ConfigError
-
         raise ConfigError(f"AUG.RAND_AUGMENT {value!r} has no counterpart; this project has "
                           f"{', '.join(sorted(set(POLICIES.values())))} (DATA.AUGMENT)")
     return POLICIES[name]
@@ -126,8 +126,6 @@ def _positive(key: str, value: Any) -> bool:
     try:
         return float(value) > 0
     except (TypeError, ValueError):
-        from .config import ConfigError
-
         raise ConfigError(f"{key} must be a number, got {value!r}") from None
 
 

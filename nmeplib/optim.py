@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .config import Config
+if TYPE_CHECKING:
+    from .config import Config
 
 PLATEAU_PATIENCE = 2  # plateau: epochs without improvement before the rate decays
 

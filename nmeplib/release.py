@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import OutputError, atomic_write
+from .errors import NmeplibError
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
@@ -37,7 +38,7 @@ STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and 
     "tests/test_reproduce.py", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
     "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh", "tests/test_user_facts.py",
 )
-class ReleaseError(ValueError):
+class ReleaseError(NmeplibError, ValueError):
     """A marker problem or an unusable output folder; the message names the file and line."""
 
 

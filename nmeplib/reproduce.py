@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from . import checkpoint as ckpt
-from .config import ConfigError
+from .errors import NmeplibError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 MANIFEST = "manifest.json"
@@ -94,7 +94,7 @@ SMOKE_ESTIMATE_S = {"03_training": 75, "05_sweeps": 130, "06_resnet": 120, "07_k
 GPU_BUDGET_S = 15 * 60
 
 
-class ReproduceError(ConfigError):
+class ReproduceError(NmeplibError, ValueError):
     """An expected fault of ``reproduce`` (a folder with other parameters, a missing file)."""
 
 

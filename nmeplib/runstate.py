@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from . import checkpoint as ckpt
 from . import config as settings
 from .config import Config, from_stored
+from .files import read_json
 
 # Settings a resumed run may change: where things are and how they are run, not what is trained.
 RESUMABLE = ("OUTPUT", "TRAIN.EPOCHS", "TRAIN.COMPILE", "DATA.ROOT", "DATA.NUM_WORKERS", "DATA.PRELOAD",
@@ -116,7 +117,7 @@ def read_run(folder: str | Path, *, checkpoint: bool = False) -> StoredRun:
     """What ``folder`` holds (:class:`CheckpointError` for a damaged checkpoint). With
     ``checkpoint``, the last checkpoint is read even beside a summary (a run to continue)."""
     folder = Path(folder)
-    summary = ckpt.read_json(folder / ckpt.SUMMARY)
+    summary = read_json(folder / ckpt.SUMMARY)
     last = folder / ckpt.LAST
     state = ckpt.load_checkpoint(last, map_location="cpu") if (checkpoint or summary is None) and last.is_file() \
         else None

@@ -12,6 +12,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 
 def default_device() -> torch.device:
     """CUDA when there is a GPU (this process's ``LOCAL_RANK`` one under torchrun), else CPU."""
@@ -114,8 +116,6 @@ def synchronize(device: torch.device) -> None:
 def check_gpus_for_processes(nproc: int, local_rank: int = 0) -> None:
     """Raise ConfigError when ``nproc`` processes (one per GPU) need more GPUs than this machine
     shows, before any process waits for the others."""
-    from .config import ConfigError
-
     count = torch.cuda.device_count()
     if max(nproc, local_rank + 1) > count:
         raise ConfigError(

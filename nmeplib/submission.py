@@ -8,9 +8,10 @@ from typing import Iterable, Mapping
 import torch
 
 from . import checkpoint as ckpt
-from .checkpoint import OutputError
 from .config import from_stored
-from .data import DatasetError, ImageSplit, build_loader
+from .data import ImageSplit, build_loader
+from .errors import DatasetError, OutputError
+from .files import atomic_write
 
 __all__ = ["HEADER", "OutputError", "check_classes", "check_predictions", "load_model", "predict",
            "read_submission", "write_submission"]
@@ -96,7 +97,7 @@ def write_submission(predictions: torch.Tensor, path: str | Path, num_images: in
         writer = csv.writer(f)
         writer.writerow(HEADER)
         writer.writerows(enumerate(predictions.tolist()))
-    return ckpt.atomic_write(path, write, "w")
+    return atomic_write(path, write, "w")
 
 
 def read_submission(path: str | Path, num_images: int | None = None, num_classes: int | None = None) -> torch.Tensor:

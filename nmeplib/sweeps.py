@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
 from .engine import TrainingDiverged, fit
+from .files import read_json, read_metrics
 from .runstate import PLACE, read_run
-from .tracking import read_metrics
 from .workbook import execute
 
 RUNNERS = ("library", "papermill")
@@ -135,7 +135,7 @@ def _claim(name: str, folder: Path, config: Config, keys: Sequence[str] | None, 
 
 def _result_row(name: str, values: dict, folder: Path, status: str, **extra: Any) -> dict:
     """One results-table row: the member's values and its run's results (None for a failed member)."""
-    if status != "failed" and ckpt.read_json(folder / ckpt.SUMMARY) is None:
+    if status != "failed" and read_json(folder / ckpt.SUMMARY) is None:
         raise RuntimeError(f"sweep member {name!r} finished without writing {folder / ckpt.SUMMARY}; "
                            f"does its run write into OUTPUT={folder}?")
     run = {} if status == "failed" else ckpt.read_run_row(folder, val_time=True)

@@ -6,7 +6,6 @@ key only turn W&B off, with one warning. W&B is never allowed to prompt for a lo
 """
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import warnings
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from .checkpoint import METRICS, write_jsonl
-from .config import ConfigError
+from .checkpoint import METRICS
+from .errors import ConfigError
+from .files import read_metrics, write_jsonl
 
 MODES = ("online", "offline", "disabled")
 INIT_TIMEOUT_S = 30.0  # how long an online wandb.init may wait for the server
@@ -48,21 +48,6 @@ def resolve_mode(mode: str | None = None) -> str:
             raise ConfigError(f"invalid W&B {source} {value!r}: use one of {', '.join(MODES)}")
         return value.strip().lower()
     return "online" if is_logged_in() else "offline"
-
-
-def read_metrics(path_or_run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` file, or of the one inside a run's output folder."""
-    path = Path(path_or_run_dir)
-    if path.is_dir():
-        path = path / METRICS
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
-    return rows
 
 
 class Tracker:

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import ConfigError
+from .errors import NmeplibError
 
 BEGIN = "<!-- BEGIN RESULTS {name} -->"
 END = "<!-- END RESULTS {name} -->"
@@ -46,7 +46,7 @@ REBUILD = "; remove it and run the same python -m nmeplib reproduce command agai
 FIGURE_DPI = 80
 
 
-class WorksheetError(ConfigError):
+class WorksheetError(NmeplibError, ValueError):
     """A results folder or worksheet this command cannot use (one ``error:`` line)."""
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from nmeplib.config import from_dict
 from nmeplib.data import build_dataset
-from nmeplib.data.common import DatasetError
+from nmeplib.errors import DatasetError
 from nmeplib.data.hdf5 import inspect_hdf5
 from nmeplib.data.make_hdf5 import build_from_folder
 

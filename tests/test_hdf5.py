@@ -15,7 +15,7 @@ from nmeplib.checkpoint import OutputError
 from nmeplib.config import from_dict
 from nmeplib.data import build_dataset, loaders
 from nmeplib.data.augment import Augment
-from nmeplib.data.common import DatasetError
+from nmeplib.errors import DatasetError
 from nmeplib.data.hdf5 import (CLASS_NAMES_KEY, SPLITS, default_class_names, images_key, inspect_hdf5, labels_key,
                                load_split, read_labels, write_hdf5)
 from nmeplib.data.loaders import StreamLoader

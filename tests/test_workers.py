@@ -16,7 +16,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from nmeplib import cli
 from nmeplib.data import loaders
 from nmeplib.data.augment import Augment
-from nmeplib.data.common import DatasetError
+from nmeplib.errors import DatasetError
 from nmeplib.data.hdf5 import write_hdf5
 from nmeplib.data.loaders import StreamLoader, WorkerError
 from nmeplib.data.stream import HDF5Blocks

@@ -4,17 +4,20 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import Config, ConfigError
+from ..errors import ConfigError, DatasetError
 from ..runtime import default_device, fit_workers, rank_and_world
 from . import cifar, digits, hdf5
 from .augment import Augment
-from .common import DatasetError
+from .hdf5 import SPLITS
 from .loaders import StreamLoader, TensorLoader
 
-SPLITS = ("train", "val", "test")
+if TYPE_CHECKING:
+    from ..config import Config
+
 USES = {"train": "training", "val": "validation", "test": "prediction"}   # what each split is read for
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # MediumImageNet is drawn from ImageNet
 IMAGENET_STD = (0.229, 0.224, 0.225)

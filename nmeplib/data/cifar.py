@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import DatasetError
+from ..errors import DatasetError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"

@@ -11,7 +11,6 @@ Streaming a split in shuffled blocks for training is ``stream.HDF5Blocks``.
 """
 from __future__ import annotations
 
-import errno
 import glob
 import math
 import os
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import OutputError
-from .common import DatasetError
+from ..errors import DatasetError, OutputError
+from ..files import settle, temporary_beside
 
 SPLITS = ("train", "val", "test")
 LABELED = ("train", "val")
@@ -227,18 +226,15 @@ class HDF5Writer:
     def __init__(self, path: str | os.PathLike, img_size: int,
                  class_names: list[str] | None = None, chunk: int = 256) -> None:
         self.path = Path(path)
-        tmp, created = _temporary(self.path), False
+        tmp = None
         try:   # before any image is read: a wrong path should not cost the whole conversion
-            if self.path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "is a folder, give a file name", str(self.path))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = temporary_beside(self.path, _temporary(self.path).name)
+            os.close(fd)
             remove_stale_temporaries(self.path)
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))   # mode as open() gives
-            created = True
             self._tmp, self.img_size, self.chunk = tmp, img_size, chunk
             self._file = h5py.File(self._tmp, "w")
         except OSError as err:
-            if created:
+            if tmp is not None:
                 tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot write {self.path}: {err}") from None
         shape = (3, img_size, img_size)
@@ -282,12 +278,9 @@ class HDF5Writer:
         self._file.close()
         self._file = None
         try:
-            if commit:
-                os.replace(self._tmp, self.path)
+            settle(self._tmp, self.path, commit)
         except OSError as err:
             raise OutputError(f"cannot write {self.path}: {err}") from None
-        finally:
-            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "HDF5Writer":
         return self

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..errors import DatasetError, NmeplibError
 from ..runtime import generator
 from .augment import Augment
-from .common import DatasetError
 
 STALL_S = 600.0   # loader workers that deliver nothing for this long are stuck (a hung file system, say)
 SHM = "/dev/shm"
@@ -97,7 +97,7 @@ class TensorLoader:
             yield from zip(images.split(batch), labels.split(batch))
 
 
-class WorkerError(RuntimeError):
+class WorkerError(NmeplibError, RuntimeError):
     """A loader worker raised, died or stalled."""
 
 

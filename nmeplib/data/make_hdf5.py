@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write
-from .common import DatasetError
+from ..errors import DatasetError
+from ..files import atomic_write
 from .hdf5 import SPLITS, HDF5Writer, inspect_hdf5, sidecar_path
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}

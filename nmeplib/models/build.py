@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .alexnet import AlexNet
 from .lenet import LeNet
 from .resnet import ResNet18
@@ -48,7 +49,6 @@ def build_model_from_config(config, num_classes: int, device: torch.device | str
     ConfigError before any data is read unless it takes ``DATA.IMG_SIZE`` images; with a
     ``device`` it is placed there as training runs it (``runtime.place_model``).
     """
-    from ..config import ConfigError
     from ..runtime import place_model
 
     model = build_model(config.MODEL.NAME, num_classes,

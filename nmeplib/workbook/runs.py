@@ -8,11 +8,12 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .. import checkpoint as ckpt
+from ..files import read_json
 
 
 def read_summary(folder: str | os.PathLike) -> dict | None:
     """A run folder's ``summary.json`` (written by ``fit`` at the end), or None if there is none."""
-    return ckpt.read_json(Path(folder) / ckpt.SUMMARY)
+    return read_json(Path(folder) / ckpt.SUMMARY)
 
 
 def run_row(name: str, history: Sequence[Mapping[str, Any]]) -> dict:

@@ -122,7 +122,7 @@ def make_demo_hdf5(path: str | os.PathLike, img_size: int = 32) -> Path:
     exercise the real HDF5 path. An existing file of the same image size is reused.
     """
     from ..data import digits
-    from ..data.common import DatasetError
+    from ..errors import DatasetError
     from ..data.hdf5 import inspect_hdf5, write_hdf5
 
     path = Path(path)
