@@ -52,10 +52,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from . import checkpoint as ckpt
-from .config import ConfigError
+from .. import checkpoint as ckpt
+from ..config import ConfigError
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 # Parameters naming folders inside OUT_DIR: they follow the folder when it is moved or copied.
@@ -103,7 +103,7 @@ class ReproduceError(ConfigError):
 def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]]:
     """``--param [EXPERIMENT.]NAME=VALUE`` items as ``{experiment or None: {name: value}}``;
     values are read as YAML (``2`` is an int, ``3e-3`` a float, ``lenet`` a string)."""
-    from .config import parse_value
+    from ..config import parse_value
 
     parsed: dict[str | None, dict[str, Any]] = {}
     for item in items or ():
@@ -208,7 +208,7 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
         chosen = {_match(n) for n in wanted}
         names = [n for n in names if n in chosen]
     if extra.get(None):   # NAME=VALUE goes to every notebook declaring NAME: refuse one that none declares
-        from .workbook.parameters import describe_unknown
+        from ..workbook.parameters import describe_unknown
         everywhere = sorted(set().union(*(_declared(EXPERIMENTS[n]["notebook"]) for n in names)))
         unknown = [key for key in extra[None] if key not in everywhere]
         if unknown:
@@ -235,7 +235,7 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                 params[key] = value
         for key, value in extra.get(name, {}).items():
             if key not in declared:
-                from .workbook.parameters import did_you_mean
+                from ..workbook.parameters import did_you_mean
                 raise ReproduceError(f"--param {name}.{key}: {spec['notebook']} has no parameter "
                                      f"{did_you_mean(key, declared)}; "
                                      f"it takes {', '.join(sorted(declared))}")
@@ -262,7 +262,7 @@ def _estimate(name: str, smoke: bool, hdf5: str | None) -> float:
         if not hdf5:
             return 0.0
         try:
-            from .data.hdf5 import inspect_hdf5
+            from ..data.hdf5 import inspect_hdf5
             info = inspect_hdf5(hdf5)
             images = info["num_samples"].get("train", 0) + info["num_samples"].get("val", 0)
         except Exception:  # the notebook reports a bad file itself

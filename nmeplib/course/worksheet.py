@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import ConfigError
+from ..config import ConfigError
 
 BEGIN = "<!-- BEGIN RESULTS {name} -->"
 END = "<!-- END RESULTS {name} -->"
