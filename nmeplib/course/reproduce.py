@@ -26,13 +26,10 @@ recorded in the executed notebook, the runs' ``summary.json``), so a finished ex
 the folders inside OUT_DIR are recorded relative to it and are not compared, so a moved or copied
 OUT_DIR keeps its experiments. One ``reproduce`` at a time holds OUT_DIR's lock.
 
-Sizing: the real chain is meant to fit in 15 minutes on one H100. We could not time it on a GPU
-here; :data:`H100_ESTIMATE_S` is an *estimate* built from the H100 figures of 2026-11-27 (torch
-2.11, bf16, channels_last): ``alexnet_base`` about 1 s per epoch (30 epochs, 76.51% best),
-``resnet18_base`` 84 s for 30 epochs (90.25% best), LeNet about 63,000 training img/s, plus an
-assumed ~0.7 s to write each AlexNet checkpoint. Hence 03 and 06 keep the course's 30 epochs (the
-measured runs), and each of the 20 sweep members of 05 trains :data:`SWEEP_EPOCHS` epochs: about
-800 s in all. The 07 Kaggle run depends on the file and comes on top. ``--smoke`` runs the same chain on the CPU in smoke mode
+Sizing: the real chain is meant to fit in 15 minutes on one H100; :data:`H100_ESTIMATE_S` holds the
+per-experiment estimate (its basis is in benchmarks/README.md). 03 and 06 train the course's
+:data:`MAIN_EPOCHS`, each 05 sweep member :data:`SWEEP_EPOCHS`; 07 depends on the file.
+``--smoke`` runs the same chain on the CPU in smoke mode
 (bundled digits, one or two epochs), as the test suite does.
 """
 from __future__ import annotations
@@ -60,8 +57,8 @@ MANIFEST = "manifest.json"
 RESULTS = "results.json"
 # Parameters naming folders inside OUT_DIR: they follow the folder when it is moved or copied.
 LOCATIONS = ("output_dir", "alexnet_dir")
-SWEEP_EPOCHS = 12  # each AlexNet sweep member (20 of them) on the GPU: ~26 s at ~1.8 s per epoch
-MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the lengths measured on the H100
+SWEEP_EPOCHS = 12  # each AlexNet sweep member (20 of them) on the GPU
+MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the course's run length
 KAGGLE_EPOCHS = 10
 
 # One experiment per notebook run: name -> (notebook, real parameters, worksheet parts).
@@ -77,19 +74,10 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
                   "parameters": {"epochs": KAGGLE_EPOCHS}},
 }
 
-# Seconds per experiment on one H100: an ESTIMATE from ../shared/gpu-results/h100-2026-11-27
-# (not a measurement of this chain). An AlexNet epoch there: 1.0 s training + 0.06 s validation;
-# add ~0.7 s for its 685 MB checkpoint_last.pt (weights and AdamW moments; disk speed assumed
-# ~1 GB/s, not measured) = ~1.8 s. 03: LeNet 30 x ~0.9 s + AlexNet 30 x ~1.8 s + kernel, data and
-# plots = ~95 s. 05: 20 members x (12 x ~1.8 s + ~4 s set-up) = ~510 s, batch 64 ~25 s more,
-# throughput up to out of memory (AlexNet 70 px: 16,384 images took 5.8 GB, so it stops near
-# 262,144) ~60 s = ~600 s. 06: ResNet18's fit took 84 s for 30 epochs, + prediction grid and
-# kernel = ~105 s. Total ~800 s of the 900 s budget. 07 depends on the file: ~2,300 img/s
-# (ResNet18 at 96 px, 9x the pixels of 32 px), outside the budget.
+# Seconds per experiment on one H100: an estimate (see benchmarks/README.md), not a measurement.
 H100_ESTIMATE_S = {"03_training": 95, "05_sweeps": 600, "06_resnet": 105}
 KAGGLE_IMG_PER_S = 2300
-# Smoke mode on a 2-core CPU, kernel start included: measured on the development machine while
-# other jobs shared it (load average 3-8); an idle machine takes about half.
+# Seconds per experiment in smoke mode on a 2-core CPU, kernel start included.
 SMOKE_ESTIMATE_S = {"03_training": 75, "05_sweeps": 130, "06_resnet": 120, "07_kaggle": 85}
 GPU_BUDGET_S = 15 * 60
 
