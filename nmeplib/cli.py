@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -178,10 +179,10 @@ class _Pairs(argparse.Action):
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
     "throughput": ("nmeplib.batch_sizes", "training images/s and peak memory vs batch size"),
-    "release": ("nmeplib.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
+    "release": ("nmeplib.course.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
-    "reproduce": ("nmeplib.reproduce", "run every worksheet experiment through its notebook into a results folder"),
-    "worksheet": ("nmeplib.worksheet", "rewrite worksheet.md's measured tables and figures from a results folder"),
+    "reproduce": ("nmeplib.course.reproduce", "run every worksheet experiment through its notebook into a results folder"),
+    "worksheet": ("nmeplib.course.worksheet", "rewrite worksheet.md's measured tables and figures from a results folder"),
 }
 
 
@@ -245,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in PASSTHROUGH:
-        module = importlib.import_module(PASSTHROUGH[argv[0]][0])
+        name = PASSTHROUGH[argv[0]][0]
+        if name.startswith("nmeplib.course.") and importlib.util.find_spec("nmeplib.course") is None:
+            print(f"error: {argv[0]} is a course-staff command, not in the student release", file=sys.stderr)
+            return 2
+        module = importlib.import_module(name)
         run = lambda: module.main(argv[1:])  # noqa: E731
     else:
         args = parser().parse_args(argv)

@@ -101,7 +101,7 @@ def test_every_notebook_checks_its_parameters(path):
 
 
 def test_reproduce_refuses_a_parameter_no_notebook_declares(tmp_path):
-    from nmeplib import reproduce as rp
+    from nmeplib.course import reproduce as rp
 
     with pytest.raises(rp.ReproduceError, match=r"^--param: unknown notebook parameter 'learning_rate' \(did you "
                                                 r"mean 'alexnet_lr' or 'lenet_lr'\?\); no notebook of 03_training "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nmeplib import release
+from nmeplib.course import release
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("nmeplib/models/alexnet.py", "nmeplib/models/resnet.py")
@@ -132,11 +132,22 @@ def test_a_release_cut_from_a_release_is_one_error(student, tmp_path):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "release"]):
         subprocess.run([*git, *command], cwd=repo, check=True, timeout=60)
-    result = release_cli(repo, str(tmp_path / "again"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr == (f"error: no solutions found in {repo}: it is a release already (a release cut from a "
-                             f"release has nothing to strip); cut the release from the course repository\n")
+    with pytest.raises(release.ReleaseError) as err:
+        release.release(repo, tmp_path / "again")
+    assert str(err.value) == (f"no solutions found in {repo}: it is a release already (a release cut from a "
+                              f"release has nothing to strip); cut the release from the course repository")
     assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.parametrize("command", ["release", "reproduce", "worksheet"])
+def test_staff_commands_in_a_release_are_one_error(student, tmp_path, command):
+    """The release ships no nmeplib/course: its commands name themselves as staff-only, exit 2."""
+    assert not (student / "nmeplib" / "course").exists()
+    env = {**os.environ, "PYTHONPATH": python_path(student)}
+    result = subprocess.run([sys.executable, "-m", "nmeplib", command, str(tmp_path / "out")], cwd=student,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {command} is a course-staff command, not in the student release\n"
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
@@ -153,7 +164,7 @@ def test_release_has_no_solutions(student):
     files = {p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()}
     assert "tests/test_models.py" not in files and "tests/test_release.py" not in files
     assert "nmeplib/grading_reference.json" in files
-    everything = "".join((student / f).read_text(errors="replace") for f in files if f != "nmeplib/release.py")
+    everything = "".join((student / f).read_text(errors="replace") for f in files if not f.startswith("nmeplib/course/"))
     assert "BEGIN SOLUTION" not in everything and "BEGIN ANSWER" not in everything
     alexnet = (student / "nmeplib/models/alexnet.py").read_text()
     assert "nn.Conv2d(3, 64" not in alexnet and "57,044,810 parameters for 10 classes" in alexnet

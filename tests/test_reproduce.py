@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nmeplib import reproduce as rp
+from nmeplib.course import reproduce as rp
 from nmeplib.config import load_config
 from nmeplib.data import DatasetError
 from nmeplib.data import build as data_build
@@ -115,7 +115,7 @@ def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path, capsys):
 def test_reproduce_smoke_whole_chain_then_the_worksheet_from_its_folder(tmp_path, capsys):
     """``reproduce --smoke`` runs every experiment (07 on the demo HDF5 file), and ``worksheet``
     rewrites every results region of a copy of worksheet.md from that one folder."""
-    from nmeplib import worksheet as ws
+    from nmeplib.course import worksheet as ws
 
     out = tmp_path / "results"
     assert rp.main([str(out), "--smoke", "--param", "epochs=1"]) == 0
@@ -271,7 +271,7 @@ def test_a_moved_results_folder_keeps_its_finished_experiments(tmp_path, stub):
 @pytest.mark.timeout(60)
 def test_two_reproduce_processes_on_one_folder(tmp_path, stub):
     out = tmp_path / "results"
-    code = ("import sys; from pathlib import Path; from nmeplib import cli, reproduce as rp; "
+    code = ("import sys; from pathlib import Path; from nmeplib import cli; from nmeplib.course import reproduce as rp; "
             f"rp.NOTEBOOKS = Path({str(stub)!r}); sys.exit(cli.main(['reproduce', *sys.argv[1:]]))")
     args = [sys.executable, "-c", code, str(out), "--only", "03"]
     env = {**os.environ, "WANDB_MODE": "disabled"}

@@ -18,8 +18,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from nmeplib import batch_sizes, checkpoint as ckpt, engine, grading, release, reproduce, sweeps
-from nmeplib import worksheet as ws
+from nmeplib import batch_sizes, checkpoint as ckpt, engine, grading, sweeps
+from nmeplib.course import release, reproduce
+from nmeplib.course import worksheet as ws
 from nmeplib.config import DEFAULTS, load_config
 from nmeplib.data import DatasetError, build_loader
 from nmeplib.engine import TrainingDiverged, fit

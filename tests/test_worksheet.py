@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nmeplib import worksheet as ws
-from nmeplib.release import ANSWER_BEGIN, ANSWER_END
+from nmeplib.course import worksheet as ws
+from nmeplib.course.release import ANSWER_BEGIN, ANSWER_END
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130", "python": "3.12", "host": "h",

@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import OutputError, atomic_write
-from .errors import NmeplibError
+from ..checkpoint import OutputError, atomic_write
+from ..errors import NmeplibError
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
@@ -35,7 +34,7 @@ ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 WORKSHEET = "worksheet.md"
 STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
     "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
-    "tests/test_reproduce.py", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
+    "tests/test_reproduce.py", "nmeplib/course/*", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
     "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh", "tests/test_user_facts.py",
 )
 class ReleaseError(NmeplibError, ValueError):
@@ -152,7 +151,7 @@ def build_release(root: Path) -> tuple[dict[str, bytes], list[Region]]:
 
 def release(root: Path, out_dir: Path, *, force: bool = False) -> list[Region]:
     """Write the student repository for ``root`` into ``out_dir``; returns the regions stripped."""
-    from . import grading
+    from .. import grading
 
     out_dir = Path(out_dir)
     source, target = Path(root).resolve(), out_dir.resolve()
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out_dir", type=Path, help="folder to write (must be empty unless --force)")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing files")
     args = p.parse_args(argv)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         regions = release(root, args.out_dir, force=args.force)
     except (ReleaseError, OutputError) as err:

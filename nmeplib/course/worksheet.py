@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .errors import NmeplibError
+from ..errors import NmeplibError
 
 BEGIN = "<!-- BEGIN RESULTS {name} -->"
 END = "<!-- END RESULTS {name} -->"

@@ -26,13 +26,10 @@ recorded in the executed notebook, the runs' ``summary.json``), so a finished ex
 the folders inside OUT_DIR are recorded relative to it and are not compared, so a moved or copied
 OUT_DIR keeps its experiments. One ``reproduce`` at a time holds OUT_DIR's lock.
 
-Sizing: the real chain is meant to fit in 15 minutes on one H100. We could not time it on a GPU
-here; :data:`H100_ESTIMATE_S` is an *estimate* built from the H100 figures of 2026-11-27 (torch
-2.11, bf16, channels_last): ``alexnet_base`` about 1 s per epoch (30 epochs, 76.51% best),
-``resnet18_base`` 84 s for 30 epochs (90.25% best), LeNet about 63,000 training img/s, plus an
-assumed ~0.7 s to write each AlexNet checkpoint. Hence 03 and 06 keep the course's 30 epochs (the
-measured runs), and each of the 20 sweep members of 05 trains :data:`SWEEP_EPOCHS` epochs: about
-800 s in all. The 07 Kaggle run depends on the file and comes on top. ``--smoke`` runs the same chain on the CPU in smoke mode
+Sizing: the real chain is meant to fit in 15 minutes on one H100; :data:`H100_ESTIMATE_S` holds the
+per-experiment estimate (its basis is in benchmarks/README.md). 03 and 06 train the course's
+:data:`MAIN_EPOCHS`, each 05 sweep member :data:`SWEEP_EPOCHS`; 07 depends on the file.
+``--smoke`` runs the same chain on the CPU in smoke mode
 (bundled digits, one or two epochs), as the test suite does.
 """
 from __future__ import annotations
@@ -52,16 +49,16 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from . import checkpoint as ckpt
-from .errors import NmeplibError
+from .. import checkpoint as ckpt
+from ..errors import NmeplibError
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 # Parameters naming folders inside OUT_DIR: they follow the folder when it is moved or copied.
 LOCATIONS = ("output_dir", "alexnet_dir")
-SWEEP_EPOCHS = 12  # each AlexNet sweep member (20 of them) on the GPU: ~26 s at ~1.8 s per epoch
-MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the lengths measured on the H100
+SWEEP_EPOCHS = 12  # each AlexNet sweep member (20 of them) on the GPU
+MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the course's run length
 KAGGLE_EPOCHS = 10
 
 # One experiment per notebook run: name -> (notebook, real parameters, worksheet parts).
@@ -77,19 +74,10 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
                   "parameters": {"epochs": KAGGLE_EPOCHS}},
 }
 
-# Seconds per experiment on one H100: an ESTIMATE from ../shared/gpu-results/h100-2026-11-27
-# (not a measurement of this chain). An AlexNet epoch there: 1.0 s training + 0.06 s validation;
-# add ~0.7 s for its 685 MB checkpoint_last.pt (weights and AdamW moments; disk speed assumed
-# ~1 GB/s, not measured) = ~1.8 s. 03: LeNet 30 x ~0.9 s + AlexNet 30 x ~1.8 s + kernel, data and
-# plots = ~95 s. 05: 20 members x (12 x ~1.8 s + ~4 s set-up) = ~510 s, batch 64 ~25 s more,
-# throughput up to out of memory (AlexNet 70 px: 16,384 images took 5.8 GB, so it stops near
-# 262,144) ~60 s = ~600 s. 06: ResNet18's fit took 84 s for 30 epochs, + prediction grid and
-# kernel = ~105 s. Total ~800 s of the 900 s budget. 07 depends on the file: ~2,300 img/s
-# (ResNet18 at 96 px, 9x the pixels of 32 px), outside the budget.
+# Seconds per experiment on one H100: an estimate (see benchmarks/README.md), not a measurement.
 H100_ESTIMATE_S = {"03_training": 95, "05_sweeps": 600, "06_resnet": 105}
 KAGGLE_IMG_PER_S = 2300
-# Smoke mode on a 2-core CPU, kernel start included: measured on the development machine while
-# other jobs shared it (load average 3-8); an idle machine takes about half.
+# Seconds per experiment in smoke mode on a 2-core CPU, kernel start included.
 SMOKE_ESTIMATE_S = {"03_training": 75, "05_sweeps": 130, "06_resnet": 120, "07_kaggle": 85}
 GPU_BUDGET_S = 15 * 60
 
@@ -103,7 +91,7 @@ class ReproduceError(NmeplibError, ValueError):
 def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]]:
     """``--param [EXPERIMENT.]NAME=VALUE`` items as ``{experiment or None: {name: value}}``;
     values are read as YAML (``2`` is an int, ``3e-3`` a float, ``lenet`` a string)."""
-    from .config import parse_value
+    from ..config import parse_value
 
     parsed: dict[str | None, dict[str, Any]] = {}
     for item in items or ():
@@ -208,7 +196,7 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
         chosen = {_match(n) for n in wanted}
         names = [n for n in names if n in chosen]
     if extra.get(None):   # NAME=VALUE goes to every notebook declaring NAME: refuse one that none declares
-        from .workbook.parameters import describe_unknown
+        from ..workbook.parameters import describe_unknown
         everywhere = sorted(set().union(*(_declared(EXPERIMENTS[n]["notebook"]) for n in names)))
         unknown = [key for key in extra[None] if key not in everywhere]
         if unknown:
@@ -235,7 +223,7 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                 params[key] = value
         for key, value in extra.get(name, {}).items():
             if key not in declared:
-                from .workbook.parameters import did_you_mean
+                from ..workbook.parameters import did_you_mean
                 raise ReproduceError(f"--param {name}.{key}: {spec['notebook']} has no parameter "
                                      f"{did_you_mean(key, declared)}; "
                                      f"it takes {', '.join(sorted(declared))}")
@@ -262,7 +250,7 @@ def _estimate(name: str, smoke: bool, hdf5: str | None) -> float:
         if not hdf5:
             return 0.0
         try:
-            from .data.hdf5 import inspect_hdf5
+            from ..data.hdf5 import inspect_hdf5
             info = inspect_hdf5(hdf5)
             images = info["num_samples"].get("train", 0) + info["num_samples"].get("val", 0)
         except Exception:  # the notebook reports a bad file itself
