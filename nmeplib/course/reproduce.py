@@ -41,6 +41,7 @@ import functools
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import sys
@@ -61,24 +62,48 @@ SWEEP_EPOCHS = 12  # each AlexNet sweep member (20 of them) on the GPU
 MAIN_EPOCHS = 30   # 03 (LeNet, AlexNet) and 06 (ResNet18): the course's run length
 KAGGLE_EPOCHS = 10
 
-# One experiment per notebook run: name -> (notebook, real parameters, worksheet parts).
-# The run folders go under OUT_DIR/<name>/runs; 06 compares with 03's AlexNet.
+# One experiment per notebook run: name -> (notebook, its parameters at every scale, worksheet
+# parts). 05_sweeps.ipynb runs as five pieces, one per section (its ``sweeps`` parameter), so each
+# piece fits a short GPU lease. The run folders go under OUT_DIR/<name>/runs; 06 compares with
+# 03's AlexNet.
+_SWEEP = "05_sweeps.ipynb"
 EXPERIMENTS: dict[str, dict[str, Any]] = {
-    "03_training": {"notebook": "03_training.ipynb", "parts": "4.2, 5.0, 5.1",
-                    "parameters": {"epochs": MAIN_EPOCHS}},
-    "05_sweeps": {"notebook": "05_sweeps.ipynb", "parts": "5.2-5.6",
-                  "parameters": {"epochs": SWEEP_EPOCHS}},
-    "06_resnet": {"notebook": "06_resnet.ipynb", "parts": "6.0, 6.1",
-                  "parameters": {"epochs": MAIN_EPOCHS}},
-    "07_kaggle": {"notebook": "07_kaggle.ipynb", "parts": "7", "needs_hdf5": True,
-                  "parameters": {"epochs": KAGGLE_EPOCHS}},
+    "03_training": {"notebook": "03_training.ipynb", "parts": "4.2, 5.0, 5.1", "parameters": {}},
+    "05_lr": {"notebook": _SWEEP, "parts": "5.2", "parameters": {"sweeps": ["lr"]}},
+    "05_batch_size": {"notebook": _SWEEP, "parts": "5.3", "parameters": {"sweeps": ["batch_size"]}},
+    "05_throughput": {"notebook": _SWEEP, "parts": "5.4", "parameters": {"sweeps": ["throughput"]}},
+    "05_augment": {"notebook": _SWEEP, "parts": "5.5", "parameters": {"sweeps": ["augment"]}},
+    "05_variations": {"notebook": _SWEEP, "parts": "5.6", "parameters": {"sweeps": ["variations"]}},
+    "06_resnet": {"notebook": "06_resnet.ipynb", "parts": "6.0, 6.1", "parameters": {}},
+    "07_kaggle": {"notebook": "07_kaggle.ipynb", "parts": "7", "needs_hdf5": True, "parameters": {}},
 }
 
-# Seconds per experiment on one H100: an estimate (see benchmarks/README.md), not a measurement.
-H100_ESTIMATE_S = {"03_training": 95, "05_sweeps": 600, "06_resnet": 105}
+# Run lengths by scale, keyed by notebook. ``full`` is the course's run on a GPU (the course server
+# runs every experiment with one command). ``cpu`` answers the worksheet on a 2-core machine in about
+# 90 minutes: LeNet on every image, AlexNet and ResNet18 on stratified training subsets
+# (validation stays whole), at least 5 epochs each so every region has curves; 07 reads its 96 px
+# file at 32 px. The sizes follow from the step times in benchmarks/README.md ("CPU scale").
+SCALES: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {"03_training.ipynb": {"epochs": MAIN_EPOCHS}, _SWEEP: {"epochs": SWEEP_EPOCHS},
+             "06_resnet.ipynb": {"epochs": MAIN_EPOCHS}, "07_kaggle.ipynb": {"epochs": KAGGLE_EPOCHS}},
+    "cpu": {"03_training.ipynb": {"epochs": 12, "alexnet_train_subset": 5000},
+            _SWEEP: {"epochs": 5, "train_subset": 2000},
+            "06_resnet.ipynb": {"epochs": 5, "train_subset": 2000},
+            "07_kaggle.ipynb": {"epochs": 5, "train_subset": 2000, "img_size": 32, "num_workers": 0}},
+}
+
+# Seconds per experiment on one H100 at full scale: an estimate (see benchmarks/README.md), not a
+# measurement; the five pieces of 05 share its 600 s by their member count (4, 5, 20 s, 4, 7).
+H100_ESTIMATE_S = {"03_training": 95, "05_lr": 120, "05_batch_size": 150, "05_throughput": 20, "05_augment": 120,
+                   "05_variations": 190, "06_resnet": 105}
 KAGGLE_IMG_PER_S = 2300
+# Seconds per experiment at CPU scale on 2 idle cores, from the measured step times (see
+# benchmarks/README.md); 07's assumes the CIFAR-10 stand-in file.
+CPU_ESTIMATE_S = {"03_training": 600, "05_lr": 470, "05_batch_size": 600, "05_throughput": 90, "05_augment": 470,
+                  "05_variations": 820, "06_resnet": 650, "07_kaggle": 500}
 # Seconds per experiment in smoke mode on a 2-core CPU, kernel start included.
-SMOKE_ESTIMATE_S = {"03_training": 75, "05_sweeps": 130, "06_resnet": 120, "07_kaggle": 85}
+SMOKE_ESTIMATE_S = {"03_training": 75, "05_lr": 35, "05_batch_size": 35, "05_throughput": 20, "05_augment": 35,
+                    "05_variations": 35, "06_resnet": 120, "07_kaggle": 85}
 GPU_BUDGET_S = 15 * 60
 
 
@@ -100,8 +125,8 @@ def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]
             raise ReproduceError(f"--param {item!r}: expected [EXPERIMENT.]NAME=VALUE, e.g. epochs=2 or "
                                  f"05_sweeps.model=lenet")
         experiment, _, name = key.strip().rpartition(".")
-        full = _match(experiment) if experiment else None
-        if experiment and full is None:
+        targets = _matches(experiment) if experiment else [None]
+        if not targets:
             raise ReproduceError(f"--param {item!r}: unknown experiment {experiment!r}; choose from "
                                  f"{', '.join(EXPERIMENTS)}")
         value = parse_value(text, f"--param {item!r}")
@@ -110,7 +135,8 @@ def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]
                 value = float(value)   # YAML reads 3e-3 (no dot) as a string
             except ValueError:
                 pass
-        parsed.setdefault(full, {})[name] = value
+        for target in targets:
+            parsed.setdefault(target, {})[name] = value
     return parsed
 
 
@@ -178,22 +204,26 @@ def _shown(value: Any) -> str:
 
 def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
          only: Iterable[str] | None = None, data_root: str | None = None,
-         params: Iterable[str] | None = None) -> list[dict[str, Any]]:
+         params: Iterable[str] | None = None, scale: str = "full") -> list[dict[str, Any]]:
     """The experiments to run, in order, each with its folder and full papermill parameters.
+
+    ``scale`` picks the run lengths (:data:`SCALES`: ``full``, the course's, or ``cpu``).
 
     ``params`` (``--param``) change notebook parameters: ``NAME=VALUE`` in every experiment whose
     notebook declares NAME, ``EXPERIMENT.NAME=VALUE`` in that one only (for instance a short CPU
     run: ``epochs=1 03_training.alexnet_warmup_epochs=0 05_sweeps.model=lenet``)."""
+    if scale not in SCALES:
+        raise ReproduceError(f"--scale {scale!r}: choose from {', '.join(SCALES)}")
     extra = parse_params(params)
     out = Path(out_dir).resolve()
     names = list(EXPERIMENTS)
     if only:
         wanted = [n.strip() for item in only for n in str(item).split(",") if n.strip()]
-        unknown = [n for n in wanted if _match(n) is None]
+        unknown = [n for n in wanted if not _matches(n)]
         if unknown:
             raise ReproduceError(f"--only: unknown experiment(s) {', '.join(unknown)}; "
                                  f"choose from {', '.join(EXPERIMENTS)}")
-        chosen = {_match(n) for n in wanted}
+        chosen = {full for n in wanted for full in _matches(n)}
         names = [n for n in names if n in chosen]
     if extra.get(None):   # NAME=VALUE goes to every notebook declaring NAME: refuse one that none declares
         from ..workbook.parameters import describe_unknown
@@ -206,8 +236,9 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
     for name in names:
         spec = EXPERIMENTS[name]
         folder = out / name
-        params: dict[str, Any] = {**spec["parameters"], "output_dir": str(folder / "runs"), "smoke": smoke}
-        if name in ("03_training", "05_sweeps", "06_resnet") and data_root:
+        params: dict[str, Any] = {**SCALES[scale][spec["notebook"]], **spec["parameters"],
+                                  "output_dir": str(folder / "runs"), "smoke": smoke}
+        if not spec.get("needs_hdf5") and data_root:
             params["data_root"] = data_root
         if name == "06_resnet":
             params["alexnet_dir"] = str(out / "03_training" / "runs" / "alexnet")
@@ -232,20 +263,27 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
         skip = "no --hdf5 file given: the Kaggle run (Part 7) is skipped" \
             if spec.get("needs_hdf5") and not hdf5 and not smoke else None
         steps.append({"name": name, "notebook": spec["notebook"], "folder": folder, "parameters": params,
-                      "parts": spec["parts"], "skip": skip, "estimate_s": _estimate(name, smoke, hdf5)})
+                      "parts": spec["parts"], "skip": skip, "scale": scale,
+                      "estimate_s": _estimate(name, smoke, hdf5, scale)})
     return steps
 
 
-def _match(name: str) -> str | None:
-    for full in EXPERIMENTS:
-        if name == full or full.startswith(name + "_") or full.split("_", 1)[1] == name:
-            return full
-    return None
+def _matches(name: str) -> list[str]:
+    """The experiments ``name`` stands for: one by its full name (``05_lr``), its number or its
+    name's end (``03``, ``training``, ``lr``), or all pieces of a notebook by the notebook's name or
+    number (``05_sweeps``, ``sweeps``, ``05``)."""
+    if name in EXPERIMENTS:
+        return [name]
+    return [full for full, spec in EXPERIMENTS.items()
+            if full.split("_", 1)[1] == name or full.split("_", 1)[0] == name
+            or spec["notebook"].removesuffix(".ipynb") in (name, full.split("_", 1)[0] + "_" + name)]
 
 
-def _estimate(name: str, smoke: bool, hdf5: str | None) -> float:
+def _estimate(name: str, smoke: bool, hdf5: str | None, scale: str = "full") -> float:
     if smoke:
         return SMOKE_ESTIMATE_S[name]
+    if scale == "cpu":
+        return CPU_ESTIMATE_S[name] if hdf5 or name != "07_kaggle" else 0.0
     if name == "07_kaggle":
         if not hdf5:
             return 0.0
@@ -465,13 +503,17 @@ def _lock_owner(out: Path) -> str:
 
 def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
               only: Iterable[str] | None = None, overwrite: bool = False, data_root: str | None = None,
-              params: Iterable[str] | None = None, stream=None) -> list[dict[str, Any]]:
+              params: Iterable[str] | None = None, scale: str = "full", command: str = "",
+              stream=None) -> list[dict[str, Any]]:
     """Run (or skip, or resume) each planned experiment; returns one status row per experiment.
 
-    OUT_DIR is locked for the whole command (:func:`holding`)."""
+    OUT_DIR is locked for the whole command (:func:`holding`); ``command`` (the command line) is
+    recorded in each manifest."""
     stream = stream or sys.stdout
     out = Path(out_dir).resolve()
-    steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params)
+    steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params, scale=scale)
+    for step in steps:
+        step["command"] = command
     check_out_dir(out)
     with holding(out):
         states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
@@ -483,8 +525,14 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
 def _run_steps(steps: list[dict[str, Any]], states: Mapping[str, str], out: Path, smoke: bool,
                stream) -> list[dict[str, Any]]:
     total_estimate = sum(s["estimate_s"] for s in steps if states[s["name"]] in ("new", "interrupted"))
-    basis = "smoke mode on a 2-core CPU" if smoke else "an estimate for one H100 from the 2026-11-27 H100 figures"
-    if not smoke and not _has_gpu():
+    scale = steps[0]["scale"] if steps else "full"
+    if smoke:
+        basis = "smoke mode on a 2-core CPU"
+    elif scale == "cpu":
+        basis = "an estimate for 2 idle CPU cores at CPU scale"
+    else:
+        basis = "an estimate for one H100 from the 2026-11-27 H100 figures"
+    if not smoke and scale != "cpu" and not _has_gpu():
         basis += "; this machine has no GPU, so expect far longer"
     elif not smoke and total_estimate > GPU_BUDGET_S:
         basis += f"; more than the {GPU_BUDGET_S // 60}-minute budget of the default chain"
@@ -519,6 +567,7 @@ def _run_steps(steps: list[dict[str, Any]], states: Mapping[str, str], out: Path
 def _manifest(step: Mapping[str, Any], out: Path, smoke: bool, state: str) -> dict[str, Any]:
     return {"experiment": step["name"], "notebook": step["notebook"], "parts": step["parts"],
             "parameters": portable(step["parameters"], out), "state": state, "smoke": smoke,
+            "scale": "smoke" if smoke else step.get("scale", "full"), "command": step.get("command", ""),
             "machine": machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "estimate_s": step["estimate_s"]}
 
@@ -580,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"each 05 sweep member {SWEEP_EPOCHS}.")
     p.add_argument("out_dir", metavar="OUT_DIR", help="results folder (made if missing)")
     p.add_argument("--smoke", action="store_true", help="the same chain in smoke mode on the CPU (digits, 1-2 epochs)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="full",
+                   help="run lengths: full (the course's, for a GPU) or cpu (training subsets and at least 5 epochs "
+                        "each: about 90 minutes on 2 CPU cores)")
     p.add_argument("--hdf5", metavar="FILE", help="MediumImageNet HDF5 file for 07_kaggle (skipped without it)")
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help=f"run only these experiments ({', '.join(EXPERIMENTS)}; '03' or 'sweeps' work too)")
@@ -592,8 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.hdf5 and not Path(args.hdf5).is_file():
         raise FileNotFoundError(f"--hdf5 {args.hdf5}: no such file")
+    command = " ".join(["python -m nmeplib reproduce", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     rows = reproduce(args.out_dir, smoke=args.smoke, hdf5=args.hdf5, only=args.only, overwrite=args.overwrite,
-                     data_root=args.data_root, params=args.param)
+                     data_root=args.data_root, params=args.param, scale=args.scale, command=command)
     failed = [r["experiment"] for r in rows if r["status"] == "failed"]
     if failed:
         print(f"error: {', '.join(failed)} failed; the executed notebooks in {args.out_dir} hold the tracebacks; "

@@ -13,7 +13,7 @@ from .settings import (
     DEMO_HDF5, HYPERPARAMETERS, PARAMETER_KEYS, SMOKE_ENV, SMOKE_IMG_SIZE, SMOKE_MAX_BATCH,
     SMOKE_MAX_EPOCHS, SMOKE_VALUES, hyperparameters, make_demo_hdf5, notebook_config,
     output_path, repo_root, smoke_mode, smoke_overrides, smoke_values)
-from .parameters import check_parameters
+from .parameters import SWEEP_SECTIONS, check_parameters, check_sections
 from .runs import prediction_grid, read_summary, run_row, summary_row, with_speed
 from .views import (
     augment_examples, channel_stats, class_counts, example_grid, examples_per_class,
@@ -28,5 +28,5 @@ __all__ = [
     "augment_examples", "channel_stats", "class_counts", "example_grid", "examples_per_class",
     "image_explorer", "plot_augment", "plot_class_counts", "read_images", "split_sizes",
     "stats_table", "flatten_width", "memory_note", "model_table", "plot_model_comparison", "check",
-    "format_table", "save_table", "check_parameters"
+    "format_table", "save_table", "check_parameters", "check_sections", "SWEEP_SECTIONS"
 ]

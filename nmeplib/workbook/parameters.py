@@ -104,3 +104,25 @@ def check_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
     unknown = [name for name in assigned_names(injected) if name not in declared]
     if declared and unknown:
         raise unknown_parameters_error(unknown, declared, notebook)
+
+
+# The sections of 05_sweeps.ipynb, in order; its ``sweeps`` parameter picks some, so one long job
+# can be cut into pieces (``reproduce`` runs each as its own experiment).
+SWEEP_SECTIONS = ("lr", "batch_size", "throughput", "augment", "variations")
+
+
+def check_sections(chosen: Iterable[str] | str, sections: Iterable[str]) -> list[str]:
+    """``chosen`` as a list (one name given as text, ``-p sweeps lr``, is a list of one). Refuse a section name that is not one of ``sections`` (``sweeps=["lrs"]``) with its close
+    matches, before any section runs; an empty choice is refused too (it would run nothing)."""
+    __tracebackhide__ = True
+    sections = list(sections)
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    chosen = list(chosen)
+    unknown = [name for name in chosen if name not in sections]
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(did_you_mean(str(n), sections) for n in unknown)}; "
+                          f"choose from {', '.join(sections)}")
+    if not chosen:
+        raise ConfigError(f"no section chosen; choose from {', '.join(sections)}")
+    return chosen

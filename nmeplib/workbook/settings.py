@@ -30,7 +30,7 @@ PARAMETER_KEYS: dict[str, str] = {
     "scheduler": "TRAIN.SCHEDULER", "weight_decay": "TRAIN.WEIGHT_DECAY", "dropout": "MODEL.DROPOUT",
     "activation": "MODEL.ACTIVATION", "warmup_epochs": "TRAIN.WARMUP_EPOCHS", "num_workers": "DATA.NUM_WORKERS",
     "label_smoothing": "TRAIN.LABEL_SMOOTHING", "wandb_project": "WANDB.PROJECT", "wandb_group": "WANDB.GROUP",
-    "wandb_name": "WANDB.NAME",
+    "wandb_name": "WANDB.NAME", "train_subset": "DATA.TRAIN_SUBSET",
 }
 
 # Smoke mode, all in one place. Image size per model (AlexNet needs at least 63 px, LeNet
@@ -142,7 +142,8 @@ def make_demo_hdf5(path: str | os.PathLike, img_size: int = 32) -> Path:
 def smoke_overrides(config: Config, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The config changes that make ``config`` a smoke run (digits data, small sizes).
 
-    Image size, dataset and data root are replaced; epochs and batch size are capped, so a
+    Image size, dataset and data root are replaced (and the training subset dropped: the
+    digits are few already); epochs and batch size are capped, so a
     smaller value set on purpose (``-p epochs 1``) stays. Warm-up is dropped, and W&B is off
     unless a mode was given explicitly (``given`` holds the notebook's parameters). A
     MediumImageNet config gets a small HDF5 file made from digits (:func:`make_demo_hdf5`)
@@ -155,6 +156,7 @@ def smoke_overrides(config: Config, given: Mapping[str, Any] | None = None) -> d
         "DATA.IMG_SIZE": size, "DATA.NUM_WORKERS": 0, "DATA.DOWNLOAD": False, "DATA.CLASS_NAMES": "",
         "DATA.BATCH_SIZE": min(config.DATA.BATCH_SIZE, SMOKE_MAX_BATCH[model]),
         "TRAIN.EPOCHS": min(config.TRAIN.EPOCHS, SMOKE_MAX_EPOCHS[model]), "TRAIN.WARMUP_EPOCHS": 0,
+        "DATA.TRAIN_SUBSET": 0,
     }
     if config.DATA.DATASET == "medium_imagenet":
         demo = Path(config.OUTPUT) / "demo-data" / DEMO_HDF5.format(size=size)
