@@ -3,19 +3,26 @@
 Each experiment executes a numbered notebook headless with papermill (the course's way of running
 long jobs) and keeps, in ``OUT_DIR/<experiment>/``: the executed notebook, the run folders it
 trained (``runs/``: ``metrics.jsonl``, ``summary.json``, checkpoints, figures), ``results.json``
-(every run's summary and every table the notebook saved, gathered for ``python -m nmeplib
-worksheet``) and ``manifest.json`` (the parameters, the state, the machine and the times).
+(every run's summary and every table the notebook saved) and ``manifest.json`` (the parameters,
+the state, the machine and the times). A finished experiment's small files (no checkpoints) also
+go to the repository's ``results/`` folder with the machine, commit, command and scale
+(``course/results.py``), which ``python -m nmeplib worksheet`` reads.
 
-Experiments (worksheet parts in brackets):
+Experiments (worksheet parts in brackets); 05 runs as five pieces, each short enough for a brief
+GPU lease, and ``--only`` takes a piece, a notebook (``05``, ``sweeps``) or a list:
 
-========== ======================================================================================
-03_training LeNet and AlexNet on CIFAR-10, curves every epoch (4.2, 5.0, 5.1)
-05_sweeps   AlexNet: learning rate, batch size with training times, throughput until out of
-            memory, augmentation schemes with curves, optimizer / schedule / activation (5.2-5.6)
-06_resnet   ResNet18 on CIFAR-10, compared with 03's AlexNet, prediction grid (6.0, 6.1)
-07_kaggle   ResNet18 on the MediumImageNet HDF5 file given by ``--hdf5`` and the submission (7);
-            without ``--hdf5`` it is skipped with a note
-========== ======================================================================================
+============== ==================================================================================
+01_datasets    example grids of CIFAR-10 and of the MediumImageNet file (1.2.3)
+03_training    LeNet and AlexNet on CIFAR-10, curves every epoch (4.2, 5.0, 5.1)
+05_lr          AlexNet learning-rate sweep (5.2)
+05_batch_size  AlexNet batch-size sweep with training times (5.3)
+05_throughput  images/s vs batch size, until out of memory on a GPU (5.4)
+05_augment     augmentation schemes with train and validation curves (5.5)
+05_variations  optimizer / schedule / activation (5.6)
+06_resnet      ResNet18 on CIFAR-10, compared with 03's AlexNet, prediction grid (6.0, 6.1)
+07_kaggle      ResNet18 on the MediumImageNet HDF5 file given by ``--hdf5`` and the submission (7);
+               without ``--hdf5`` it is skipped with a note
+============== ==================================================================================
 
 Running it again skips experiments finished with the same parameters, resumes an interrupted
 one (the notebook gets ``resume=True``: each run continues from its ``checkpoint_last.pt``,
@@ -26,11 +33,12 @@ recorded in the executed notebook, the runs' ``summary.json``), so a finished ex
 the folders inside OUT_DIR are recorded relative to it and are not compared, so a moved or copied
 OUT_DIR keeps its experiments. One ``reproduce`` at a time holds OUT_DIR's lock.
 
-Sizing: the real chain is meant to fit in 15 minutes on one H100; :data:`H100_ESTIMATE_S` holds the
-per-experiment estimate (its basis is in benchmarks/README.md). 03 and 06 train the course's
-:data:`MAIN_EPOCHS`, each 05 sweep member :data:`SWEEP_EPOCHS`; 07 depends on the file.
-``--smoke`` runs the same chain on the CPU in smoke mode
-(bundled digits, one or two epochs), as the test suite does.
+Sizing (:data:`SCALES`): ``--scale full``, the default, trains the course's lengths (03 and 06
+:data:`MAIN_EPOCHS`, each 05 sweep member :data:`SWEEP_EPOCHS`), estimated at about 15 minutes
+on one H100 (:data:`H100_ESTIMATE_S`, an estimate whose basis is in benchmarks/README.md);
+``--scale cpu`` trains on subsets for at least 5 epochs, about 90 minutes on 2 CPU cores
+(:data:`CPU_ESTIMATE_S`). ``--smoke`` runs the same chain in smoke mode (bundled digits, one or
+two epochs), as the test suite does, and writes nothing to ``results/``.
 """
 from __future__ import annotations
 
@@ -38,12 +46,9 @@ import argparse
 import ast
 import datetime as _dt
 import functools
-import json
 import os
-import platform
 import shlex
 import shutil
-import socket
 import sys
 import time
 from contextlib import ExitStack, contextmanager
@@ -52,6 +57,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from .. import checkpoint as ckpt
 from ..errors import NmeplibError
+from . import results
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 MANIFEST = "manifest.json"
@@ -68,6 +74,7 @@ KAGGLE_EPOCHS = 10
 # 03's AlexNet.
 _SWEEP = "05_sweeps.ipynb"
 EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "01_datasets": {"notebook": "01_datasets.ipynb", "parts": "1.2.3", "parameters": {}},
     "03_training": {"notebook": "03_training.ipynb", "parts": "4.2, 5.0, 5.1", "parameters": {}},
     "05_lr": {"notebook": _SWEEP, "parts": "5.2", "parameters": {"sweeps": ["lr"]}},
     "05_batch_size": {"notebook": _SWEEP, "parts": "5.3", "parameters": {"sweeps": ["batch_size"]}},
@@ -84,9 +91,9 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 # (validation stays whole), at least 5 epochs each so every region has curves; 07 reads its 96 px
 # file at 32 px. The sizes follow from the step times in benchmarks/README.md ("CPU scale").
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {"03_training.ipynb": {"epochs": MAIN_EPOCHS}, _SWEEP: {"epochs": SWEEP_EPOCHS},
+    "full": {"01_datasets.ipynb": {}, "03_training.ipynb": {"epochs": MAIN_EPOCHS}, _SWEEP: {"epochs": SWEEP_EPOCHS},
              "06_resnet.ipynb": {"epochs": MAIN_EPOCHS}, "07_kaggle.ipynb": {"epochs": KAGGLE_EPOCHS}},
-    "cpu": {"03_training.ipynb": {"epochs": 12, "alexnet_train_subset": 5000},
+    "cpu": {"01_datasets.ipynb": {}, "03_training.ipynb": {"epochs": 12, "alexnet_train_subset": 5000},
             _SWEEP: {"epochs": 5, "train_subset": 2000},
             "06_resnet.ipynb": {"epochs": 5, "train_subset": 2000},
             "07_kaggle.ipynb": {"epochs": 5, "train_subset": 2000, "img_size": 32, "num_workers": 0}},
@@ -94,15 +101,15 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
 
 # Seconds per experiment on one H100 at full scale: an estimate (see benchmarks/README.md), not a
 # measurement; the five pieces of 05 share its 600 s by their member count (4, 5, 20 s, 4, 7).
-H100_ESTIMATE_S = {"03_training": 95, "05_lr": 120, "05_batch_size": 150, "05_throughput": 20, "05_augment": 120,
+H100_ESTIMATE_S = {"01_datasets": 30, "03_training": 95, "05_lr": 120, "05_batch_size": 150, "05_throughput": 20, "05_augment": 120,
                    "05_variations": 190, "06_resnet": 105}
 KAGGLE_IMG_PER_S = 2300
 # Seconds per experiment at CPU scale on 2 idle cores, from the measured step times (see
 # benchmarks/README.md); 07's assumes the CIFAR-10 stand-in file.
-CPU_ESTIMATE_S = {"03_training": 600, "05_lr": 470, "05_batch_size": 600, "05_throughput": 90, "05_augment": 470,
+CPU_ESTIMATE_S = {"01_datasets": 60, "03_training": 600, "05_lr": 470, "05_batch_size": 600, "05_throughput": 90, "05_augment": 470,
                   "05_variations": 820, "06_resnet": 650, "07_kaggle": 500}
 # Seconds per experiment in smoke mode on a 2-core CPU, kernel start included.
-SMOKE_ESTIMATE_S = {"03_training": 75, "05_lr": 35, "05_batch_size": 35, "05_throughput": 20, "05_augment": 35,
+SMOKE_ESTIMATE_S = {"01_datasets": 30, "03_training": 75, "05_lr": 35, "05_batch_size": 35, "05_throughput": 20, "05_augment": 35,
                     "05_variations": 35, "06_resnet": 120, "07_kaggle": 85}
 GPU_BUDGET_S = 15 * 60
 
@@ -240,6 +247,8 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                                   "output_dir": str(folder / "runs"), "smoke": smoke}
         if not spec.get("needs_hdf5") and data_root:
             params["data_root"] = data_root
+        if name == "01_datasets" and hdf5:
+            params["medium_imagenet_root"] = str(Path(hdf5).resolve())
         if name == "06_resnet":
             params["alexnet_dir"] = str(out / "03_training" / "runs" / "alexnet")
         if name == "07_kaggle":
@@ -344,23 +353,6 @@ def finished_on_disk(step: Mapping[str, Any]) -> bool:
     return bool(summaries) and all((folder / run / ckpt.SUMMARY).is_file() for run in listed)
 
 
-def machine() -> dict[str, str]:
-    """The machine, torch version and date a result was measured with (for tables and figures)."""
-    import torch
-
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
-    else:
-        device = f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-    try:
-        load = round(os.getloadavg()[0], 1)   # other jobs on the machine slow every timing
-    except OSError:
-        load = None
-    return {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-            "host": socket.gethostname(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
-            "load_average": load}
-
-
 def _differences(old: Mapping, new: Mapping) -> list[str]:
     """What differs between recorded and planned parameters, leaving out the folders inside OUT_DIR
     and ``resume`` (where the experiment lives and how it was started, not what it computes)."""
@@ -402,41 +394,6 @@ def state_of(step: Mapping[str, Any], overwrite: bool = False) -> str:
     if manifest:
         return "finished" if manifest.get("state") == "finished" else "interrupted"
     return "finished" if finished_on_disk(step) else "interrupted"
-
-
-# ----------------------------------------------------------------------------- results
-
-def collect_results(folder: str | os.PathLike) -> dict[str, Any]:
-    """Every run's ``summary.json`` (without its config) and every CSV table under ``folder``,
-    keyed by their paths relative to it: what ``python -m nmeplib worksheet`` reads."""
-    import csv
-
-    folder = Path(folder)
-    runs, tables = {}, {}
-    for path in sorted(folder.rglob("summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except ValueError:
-            continue
-        config = summary.get("config") or {}
-        keep = {k: v for k, v in summary.items() if k != "config"}
-        keep["settings"] = {"model": config.get("MODEL", {}).get("NAME"),
-                            "dataset": config.get("DATA", {}).get("DATASET"),
-                            "img_size": config.get("DATA", {}).get("IMG_SIZE"),
-                            "batch_size": config.get("DATA", {}).get("BATCH_SIZE"),
-                            "lr": config.get("TRAIN", {}).get("LR"),
-                            "augment": config.get("DATA", {}).get("AUGMENT")}
-        metrics = path.parent / "metrics.jsonl"
-        keep["history"] = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
-            if metrics.is_file() else []
-        runs[path.parent.relative_to(folder).as_posix()] = keep
-    for path in sorted(folder.rglob("*.csv")):
-        if "demo-data" in path.parts or path.name == "submission.csv":
-            continue
-        with path.open(newline="") as f:
-            tables[path.relative_to(folder).as_posix()] = list(csv.DictReader(f))
-    figures = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
-    return {"runs": runs, "tables": tables, "figures": figures}
 
 
 # ----------------------------------------------------------------------------- running
@@ -504,16 +461,19 @@ def _lock_owner(out: Path) -> str:
 def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = None,
               only: Iterable[str] | None = None, overwrite: bool = False, data_root: str | None = None,
               params: Iterable[str] | None = None, scale: str = "full", command: str = "",
+              results_dir: str | os.PathLike | None = None, data_note: str = "",
               stream=None) -> list[dict[str, Any]]:
     """Run (or skip, or resume) each planned experiment; returns one status row per experiment.
 
     OUT_DIR is locked for the whole command (:func:`holding`); ``command`` (the command line) is
-    recorded in each manifest."""
+    recorded in each manifest. Unless in smoke mode, each finished experiment's small files go to
+    ``results_dir`` (``results.export``), with ``data_note`` saying which data it trained on."""
     stream = stream or sys.stdout
     out = Path(out_dir).resolve()
     steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params, scale=scale)
     for step in steps:
-        step["command"] = command
+        step.update(command=command, results_dir=None if smoke or results_dir is None else str(results_dir),
+                    data_note=data_note)
     check_out_dir(out)
     with holding(out):
         states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
@@ -534,7 +494,7 @@ def _run_steps(steps: list[dict[str, Any]], states: Mapping[str, str], out: Path
         basis = "an estimate for one H100 from the 2026-11-27 H100 figures"
     if not smoke and scale != "cpu" and not _has_gpu():
         basis += "; this machine has no GPU, so expect far longer"
-    elif not smoke and total_estimate > GPU_BUDGET_S:
+    elif not smoke and scale != "cpu" and total_estimate > GPU_BUDGET_S:
         basis += f"; more than the {GPU_BUDGET_S // 60}-minute budget of the default chain"
     print(f"reproduce: {len(steps)} experiment(s) into {out}; about {_clock(total_estimate)} to run "
           f"({basis})", file=stream, flush=True)
@@ -568,14 +528,14 @@ def _manifest(step: Mapping[str, Any], out: Path, smoke: bool, state: str) -> di
     return {"experiment": step["name"], "notebook": step["notebook"], "parts": step["parts"],
             "parameters": portable(step["parameters"], out), "state": state, "smoke": smoke,
             "scale": "smoke" if smoke else step.get("scale", "full"), "command": step.get("command", ""),
-            "machine": machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "machine": results.this_machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "estimate_s": step["estimate_s"]}
 
 
 def _write_results(step: Mapping[str, Any], out: Path, smoke: bool, machine_info: Mapping) -> None:
     folder = Path(step["folder"])
     ckpt.write_json(folder / RESULTS, {"experiment": step["name"], "smoke": smoke, "machine": machine_info,
-                                       "parameters": portable(step["parameters"], out), **collect_results(folder)})
+                                       "parameters": portable(step["parameters"], out), **results.collect(folder)})
 
 
 def _keep_finished(step: Mapping[str, Any], out: Path, smoke: bool) -> str:
@@ -586,13 +546,39 @@ def _keep_finished(step: Mapping[str, Any], out: Path, smoke: bool) -> str:
     manifest = read_manifest(folder)
     notes = ["finished earlier with the same parameters"]
     if not isinstance(ckpt.read_json(folder / RESULTS), dict):
-        machine_info = (manifest or {}).get("machine") or machine()
+        machine_info = (manifest or {}).get("machine") or results.this_machine()
         _write_results(step, out, smoke, machine_info)
         notes.append(f"{RESULTS} rebuilt from its runs")
     if manifest is None:
-        ckpt.write_json(folder / MANIFEST, {**_manifest(step, out, smoke, "finished"), "rebuilt_from_runs": True})
+        manifest = {**_manifest(step, out, smoke, "finished"), "rebuilt_from_runs": True}
+        ckpt.write_json(folder / MANIFEST, manifest)
         notes.append(f"{MANIFEST} rebuilt from its runs")
+    exported = _export(step, out, manifest)
+    if exported:
+        notes.append(f"results in {exported}")
     return "; ".join(notes)
+
+
+def _export(step: Mapping[str, Any], out: Path, manifest: Mapping[str, Any]) -> Path | None:
+    """Copy a finished experiment's small files into the results folder (none in smoke mode)."""
+    if not step.get("results_dir"):
+        return None
+    started = str(manifest.get("started") or "")[:10] or None
+    record = results.manifest(step["name"], parts=step["parts"], parameters=portable(step["parameters"], out),
+                              scale=step["scale"], command=step.get("command", ""),
+                              data=step.get("data_note") or _data_of(step), machine=results.as_machine(
+                                  manifest.get("machine") or {}), elapsed_s=manifest.get("elapsed_s"), date=started)
+    return results.export(step["folder"], record, step["results_dir"])
+
+
+def _data_of(step: Mapping[str, Any]) -> str:
+    """The data an experiment trained on, as its runs' configs name it (dataset and folder)."""
+    found = set()
+    for path in sorted(Path(step["folder"]).rglob(ckpt.SUMMARY)):
+        data = ((ckpt.read_json(path) or {}).get("config") or {}).get("DATA") or {}
+        if data:
+            found.add(f"{data.get('DATASET')} from {Path(str(data.get('ROOT'))).name}")
+    return "; ".join(sorted(found)) or "none (no training runs)"
 
 
 def _run_step(step: Mapping[str, Any], state: str, out: Path, smoke: bool) -> tuple[str, str]:
@@ -617,7 +603,9 @@ def _run_step(step: Mapping[str, Any], state: str, out: Path, smoke: bool) -> tu
     manifest.update(state="finished", elapsed_s=round(time.monotonic() - began, 1),
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat())
     ckpt.write_json(folder / MANIFEST, manifest)
-    return ("resumed and finished" if state == "interrupted" else "finished"), ""
+    exported = _export(step, out, manifest)
+    return ("resumed and finished" if state == "interrupted" else "finished"), \
+        (f"results in {exported}" if exported else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -639,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", nargs="+", default=[], metavar="[EXPERIMENT.]NAME=VALUE",
                    help="change a notebook parameter, e.g. for a short CPU run: epochs=1 "
                         "03_training.alexnet_warmup_epochs=0 05_sweeps.model=lenet")
+    p.add_argument("--results", default=results.ROOT, metavar="DIR",
+                   help="where each finished experiment's small files go (default: results/; never in --smoke)")
+    p.add_argument("--data-note", default="", metavar="TEXT",
+                   help="which data this is, for the results' manifests (default: the dataset and folder names)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace experiments whose folders hold other parameters")
     args = p.parse_args(argv)
@@ -646,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"--hdf5 {args.hdf5}: no such file")
     command = " ".join(["python -m nmeplib reproduce", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     rows = reproduce(args.out_dir, smoke=args.smoke, hdf5=args.hdf5, only=args.only, overwrite=args.overwrite,
-                     data_root=args.data_root, params=args.param, scale=args.scale, command=command)
+                     data_root=args.data_root, params=args.param, scale=args.scale, command=command,
+                     results_dir=args.results, data_note=args.data_note)
     failed = [r["experiment"] for r in rows if r["status"] == "failed"]
     if failed:
         print(f"error: {', '.join(failed)} failed; the executed notebooks in {args.out_dir} hold the tracebacks; "

@@ -1,28 +1,31 @@
-"""``python -m nmeplib worksheet OUT_DIR``: worksheet.md's measured tables and figures from a
-results folder made by ``python -m nmeplib reproduce OUT_DIR``.
+"""``python -m nmeplib worksheet [RESULTS]``: worksheet.md's measured regions and figures from
+the repository's ``results/`` folder (``course/results.py``; ``reproduce`` writes it).
 
 Each measured region of ``worksheet.md`` sits between ``<!-- BEGIN RESULTS name -->`` and
 ``<!-- END RESULTS name -->``, inside an answer region, which the student release blanks as a
-whole (see ``release.py``). This command rewrites the regions whose experiment is
-in ``OUT_DIR`` and leaves everything else, including regions whose experiment is missing,
-byte for byte as it was. Each region opens with a line naming the machine, the torch version,
-the date and the run length it was measured with; each figure (PNG, in ``worksheet_figures/``
-next to ``worksheet.md``) carries the same line. The output depends only on the results folder:
-running it twice gives the same files.
+whole (see ``release.py``). :data:`REGIONS` declares, for each region, the experiment it reads
+and the figure it draws. The command rewrites every region from ``results/``: one block per
+machine that measured the region's experiment (a GPU's first), each opening with a line naming
+the machine, torch version, date, scale and data, and the command that reproduces it. A region
+whose experiment has no results is an error naming it (never a stale table kept). Each figure
+is a PNG in ``worksheet_figures/`` with the same line under it and, beside it, a JSON file of
+the numbers it plots; the output depends only on ``results/``, so running it twice gives the
+same files.
 
-=============== ==================== =====================================================
-region           experiment           content
-=============== ==================== =====================================================
-``training``     03_training          LeNet and AlexNet: accuracy, loss, time; curves
-``lr``           05_sweeps            learning-rate sweep; validation curves
-``batch_size``   05_sweeps            batch-size sweep with training times; curves
-``throughput``   05_sweeps            images/s and memory vs batch size (until OOM on a GPU)
-``augment``      05_sweeps            augmentation schemes; training and validation curves
-``variations``   05_sweeps            optimizer / schedule / activation; curves
-``resnet``       06_resnet            ResNet18 next to 03's AlexNet; curves
-``predictions``  06_resnet            the prediction grid of ``checkpoint_best.pt``
-``kaggle``       07_kaggle            the MediumImageNet run and its submission
-=============== ==================== =====================================================
+=============== ===================== =====================================================
+region           experiment            content
+=============== ===================== =====================================================
+``examples``     01_datasets           one image per class, CIFAR-10 and the HDF5 file
+``training``     03_training           LeNet and AlexNet: accuracy, loss, time; curves
+``lr``           05_lr                 learning-rate sweep; validation curves
+``batch_size``   05_batch_size         batch-size sweep with training times; curves
+``throughput``   05_throughput         images/s and memory vs batch size (until OOM on a GPU)
+``augment``      05_augment            augmentation schemes; training and validation curves
+``variations``   05_variations         optimizer / schedule / activation; curves
+``resnet``       06_resnet             ResNet18 next to 03's AlexNet; curves
+``predictions``  06_resnet             the prediction grid of ``checkpoint_best.pt``
+``kaggle``       07_kaggle             the MediumImageNet-format run and its submission
+=============== ===================== =====================================================
 """
 from __future__ import annotations
 
@@ -30,19 +33,21 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import NmeplibError
+from . import results as res
 
 BEGIN = "<!-- BEGIN RESULTS {name} -->"
 END = "<!-- END RESULTS {name} -->"
 REGION = re.compile(r"(<!-- BEGIN RESULTS (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END RESULTS (?P=name) -->)",
                     re.S)
 FIGURES = "worksheet_figures"
-RESULTS = "results.json"
-REBUILD = "; remove it and run the same python -m nmeplib reproduce command again to rebuild it from the runs"
+REBUILD = "; run its python -m nmeplib reproduce command again to rewrite it"
 FIGURE_DPI = 80
 
 
@@ -52,22 +57,24 @@ class WorksheetError(NmeplibError, ValueError):
 
 # ----------------------------------------------------------------------------- reading results
 
-def load_results(out_dir: str | os.PathLike) -> dict[str, dict]:
-    """Each experiment's ``results.json`` in ``out_dir`` (written by ``reproduce``), by name, each
-    checked by :func:`check_results`."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise WorksheetError(f"{out}: no such results folder (make one with python -m nmeplib reproduce {out})")
-    found = {}
-    for path in sorted(out.glob(f"*/{RESULTS}")):
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as err:
-            raise WorksheetError(f"{path}: not a results file ({err}){REBUILD}") from None
-        found[path.parent.name] = {**check_results(path, data), "folder": str(path.parent)}
+def load_results(root: str | os.PathLike = res.ROOT) -> dict[str, dict[str, dict]]:
+    """``{machine: {experiment: result}}`` from ``root``: for each machine (GPUs first) the newest
+    result of each experiment, its runs and tables read (``results.collect``) and checked by
+    :func:`check_results`."""
+    try:
+        found = res.load(root)
+    except res.ResultsError as err:
+        raise WorksheetError(str(err)) from None
     if not found:
-        raise WorksheetError(f"{out} holds no */{RESULTS}: run python -m nmeplib reproduce {out} first")
-    return found
+        raise WorksheetError(f"{root} holds no results: run python -m nmeplib reproduce first")
+    views: dict[str, dict[str, dict]] = {}
+    for tag in res.machines(found):
+        views[tag] = {}
+        for experiment, result in res.on_machine(found, tag).items():
+            folder = Path(result["folder"])
+            data = {**result, **res.collect(folder)}
+            views[tag][experiment] = check_results(folder, data)
+    return views
 
 
 # ----------------------------------------------------------------------------- checking results
@@ -175,7 +182,7 @@ def check_results(path: str | os.PathLike, data: Any) -> dict:
 
 
 def _malformed(result: Mapping[str, Any], what: str) -> WorksheetError:
-    return WorksheetError(f"{Path(result['folder']) / RESULTS}: {what}{REBUILD}")
+    return WorksheetError(f"{result['folder']}: {what}{REBUILD}")
 
 
 def _with_history(result: Mapping[str, Any], name: str, run: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -186,22 +193,35 @@ def _with_history(result: Mapping[str, Any], name: str, run: Mapping[str, Any]) 
     return run
 
 
-def _provenance(result: Mapping[str, Any], epochs: str) -> str:
+SCALE_NOTES = {
+    "full": "full scale (the course's run lengths)",
+    "cpu": "CPU scale (stratified training subsets, short runs; not the course-scale figures)",
+    "smoke": "SMOKE MODE: bundled digits stand in for the data, numbers say nothing about the targets",
+}
+
+
+def machine_name(machine: Mapping[str, Any]) -> str:
+    """``NVIDIA H100 80GB HBM3`` or ``AMD EPYC, 2 cores``."""
+    return str(machine.get("gpu") or f"{machine.get('cpu') or 'CPU'}, {machine.get('cores', '?')} cores")
+
+
+def _provenance(result: Mapping[str, Any], what: str) -> str:
+    """The line naming where a region's numbers come from: experiment, machine, torch, date, scale,
+    data and what the region shows (``what``)."""
     m = result.get("machine", {})
-    given = {k: v for k, v in (result.get("parameters") or {}).items()
-             if k not in ("output_dir", "alexnet_dir", "data_root", "smoke")}
-    settings = f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""
-    line = (f"{result['experiment']}{settings} via `python -m nmeplib reproduce`, {m.get('device', '?')}, "
-            f"torch {m.get('torch', '?')}, {m.get('date', '?')}; {epochs}")
-    load = m.get("load_average")
-    cores = int((re.search(r"(\d+) cores", str(m.get("device", ""))) or [0, 1])[1])
-    if load is not None and str(m.get("device", "")).startswith("CPU") and load > cores / 2:
+    scale = str(result.get("scale", "full"))
+    line = (f"{result['experiment']} on {machine_name(m)}, torch {m.get('torch', '?')}, {result.get('date', '?')}; "
+            f"{SCALE_NOTES.get(scale, scale + ' scale')}; {result.get('data', '?')}; {what}")
+    load, cores = m.get("load_average"), m.get("cores") or 1
+    if load is not None and not m.get("gpu") and load > cores / 2:
         line += f"; load average {load:g} at the start (other jobs shared the {cores} cores: times are inflated)"
-    if result.get("smoke"):
-        line += "; SMOKE MODE: bundled digits stand in for the data, numbers say nothing about the targets"
-    elif str(m.get("device", "")).startswith("CPU"):
-        line += "; a short CPU run, not the course-scale figures"
     return line
+
+
+def _heading(result: Mapping[str, Any], stamp: str) -> str:
+    """A block's first lines: the provenance in italics, then the command that made it."""
+    command = result.get("command")
+    return f"*{stamp}.*" + (f"\nReproduce: `{command}`" if command else "") + "\n\n"
 
 
 def _epochs(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -270,7 +290,10 @@ def _mean_speed(run: Mapping[str, Any]) -> float | None:
 
 # ----------------------------------------------------------------------------- figures
 
-def _figure(path: Path, stamp: str, draw: Callable, ncols: int = 2) -> Path:
+def _figure(path: Path, stamp: str, draw: Callable, data: Any, ncols: int = 2) -> Path:
+    """Draw ``draw(axes)`` into ``path`` (PNG) with ``stamp`` under it, and write the numbers it
+    plots (``data``) beside it as JSON: the file a check compares, since PNG bytes differ between
+    matplotlib versions."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -279,97 +302,150 @@ def _figure(path: Path, stamp: str, draw: Callable, ncols: int = 2) -> Path:
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), dpi=FIGURE_DPI, squeeze=False)
     draw(list(axes[0]))
     fig.text(0.5, 0.01, stamp, ha="center", va="bottom", fontsize=6.5, wrap=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None})
     plt.close(fig)
+    path.with_suffix(".json").write_text(json.dumps({"stamp": stamp, "data": data}, indent=1, sort_keys=True) + "\n")
     return path
 
 
-def _curves(histories: Mapping[str, Sequence[Mapping]], keys=("train_acc", "val_acc"), title: str = "") -> Callable:
+def _image_figure(source: Path, path: Path, stamp: str) -> Path:
+    """A figure the notebook drew (it needs the images, which are not in the repository), shown as
+    it is with ``stamp`` under it; its JSON names the source."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    image = mpimg.imread(str(source))
+    height = image.shape[0] / image.shape[1]
+    fig = plt.figure(figsize=(8, 8 * height + 0.3), dpi=FIGURE_DPI)
+    fig.add_axes((0, 0.3 / (8 * height + 0.3), 1, 1 - 0.3 / (8 * height + 0.3))).imshow(image)
+    fig.axes[0].axis("off")
+    fig.text(0.5, 0.005, stamp, ha="center", va="bottom", fontsize=6.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None})
+    plt.close(fig)
+    path.with_suffix(".json").write_text(json.dumps({"stamp": stamp, "data": {"shape": list(image.shape)}},
+                                                    indent=1, sort_keys=True) + "\n")
+    return path
+
+
+CURVE_NAMES = {"train_acc": "train accuracy (%)", "val_acc": "validation accuracy (%)",
+               "val_loss": "validation loss", "train_loss": "train loss",
+               "both_acc": "accuracy (%), val solid, train dashed", "both_loss": "loss, val solid, train dashed"}
+_PAIRS = {"both_acc": ("val_acc", "train_acc"), "both_loss": ("val_loss", "train_loss")}
+
+
+def _curves(histories: Mapping[str, Sequence[Mapping]], keys=("train_acc", "val_acc"),
+            title: str = "") -> tuple[Callable, dict]:
+    """A drawing of one line per run for each of ``keys`` (``both_*``: validation solid, training
+    dashed), and the numbers it plots."""
+    plotted = sorted({k for key in keys for k in _PAIRS.get(key, (key,))})
+    data = {label: {k: [row[k] for row in history] for k in ("epoch", *plotted)}
+            for label, history in histories.items()}
+
     def draw(axes):
-        for (label, history) in histories.items():
-            epochs = [r["epoch"] for r in history]
-            line = None
-            for key, ax in zip(keys, axes):
-                if key == "both_acc":
-                    line, = ax.plot(epochs, [r["val_acc"] for r in history], marker=".", label=label)
-                    ax.plot(epochs, [r["train_acc"] for r in history], ls="--", marker="x", color=line.get_color())
-                elif key == "both_loss":
-                    line, = ax.plot(epochs, [r["val_loss"] for r in history], marker=".", label=label)
-                    ax.plot(epochs, [r["train_loss"] for r in history], ls="--", marker="x", color=line.get_color())
-                else:
-                    ax.plot(epochs, [r[key] for r in history], marker=".", label=label)
-        names = {"train_acc": "train accuracy (%)", "val_acc": "validation accuracy (%)",
-                 "val_loss": "validation loss", "train_loss": "train loss",
-                 "both_acc": "accuracy (%), val solid, train dashed", "both_loss": "loss, val solid, train dashed"}
         from matplotlib.ticker import MaxNLocator
 
-        seen = sorted({r["epoch"] for history in histories.values() for r in history})
+        for label, series in data.items():
+            for key, ax in zip(keys, axes):
+                solid, dashed = _PAIRS.get(key, (key, None))
+                line, = ax.plot(series["epoch"], series[solid], marker=".", label=label)
+                if dashed:
+                    ax.plot(series["epoch"], series[dashed], ls="--", marker="x", color=line.get_color())
+        seen = sorted({e for series in data.values() for e in series["epoch"]})
         for key, ax in zip(keys, axes):
             if 0 < len(seen) <= 12:
                 ax.set_xticks(seen)
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
-            ax.set_ylabel(names[key], fontsize=8)
+            ax.set_ylabel(CURVE_NAMES[key], fontsize=8)
             ax.grid(alpha=0.3)
         axes[0].set_title(title, fontsize=9)
         axes[-1].legend(fontsize=7)
-    return draw
+    return draw, data
+
+
+def _link(figure: str, alt: str) -> str:
+    return f"![{alt}]({FIGURES}/{figure}.png)"
 
 
 # ----------------------------------------------------------------------------- regions
+# Each takes one machine's results ({experiment: result}), the figures folder and the figure's
+# name, and returns the block's text and the figures it wrote, or None when that machine has
+# nothing for it.
 
-def _figure_link(name: str, alt: str) -> str:
-    return f"![{alt}]({FIGURES}/{name}.png)"
+def region_examples(view, figures: Path, figure: str):
+    result = view["01_datasets"]
+    shown = [(name, label) for name, label in (("cifar10_examples", "CIFAR-10"),
+                                                ("medium_imagenet_examples", "the MediumImageNet-format file"))
+             if f"runs/{name}.png" in result.get("figures", [])]
+    if not shown:
+        raise _malformed(result, "no runs/cifar10_examples.png: 01_datasets.ipynb draws it")
+    text, written = _heading(result, _provenance(result, "training images with their class names")), []
+    for name, label in shown:
+        stamp = _provenance(result, f"{label}, training images with their class names")
+        path = _image_figure(Path(result["folder"]) / "runs" / f"{name}.png", figures / f"{figure}-{name}.png", stamp)
+        written.append(path)
+        text += _link(path.stem, f"{label}: training images per class") + "\n"
+    return text, written
 
 
-def region_training(results, figures: Path) -> tuple[str, list[Path]] | None:
-    result = results.get("03_training")
-    if not result:
-        return None
+def region_training(view, figures: Path, figure: str):
+    result = view["03_training"]
     runs = {name: result["runs"].get(f"runs/{name}") for name in ("lenet", "alexnet")}
     runs = {k: _with_history(result, f"runs/{k}", v) for k, v in runs.items() if v}
     if not runs:
-        return None
+        raise _malformed(result, "no runs/lenet or runs/alexnet")
     rows = []
     for name, run in runs.items():
-        last = run["history"][-1] if run.get("history") else {}
+        last = run["history"][-1]
         rows.append([{"lenet": "LeNet (sigmoid)", "alexnet": f"AlexNet ({run['settings']['img_size']} px)"}[name],
-                     run["epochs"], _pct(last.get("train_acc")), _pct(run["final_val_acc"]),
+                     _subset(run), run["epochs"], _pct(last.get("train_acc")), _pct(run["final_val_acc"]),
                      f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", _num(last.get("train_loss"), 3),
                      _num(last.get("val_loss"), 3), f"{_num(run['train_time_s'] / max(run['epochs'], 1))} s",
-                     _num(_mean_speed(run), 0)])
+                     _num(_mean_speed(run), 0), _num(_peak_mem(run), 0)])
     stamp = _provenance(result, _epochs(runs.values()))
-    fig = _figure(figures / "training.png", stamp,
-                  _curves({k: v.get("history", []) for k, v in runs.items()}, ("both_acc", "both_loss"), "LeNet vs AlexNet"))
-    text = (f"*{stamp}.*\n\n"
-            + _table(["model", "epochs", "final train acc", "final val acc", "best val acc", "train loss", "val loss",
-                      "train time per epoch", "train img/s"], rows)
-            + "\n\n" + _figure_link("training", "LeNet and AlexNet curves") + "\n")
-    return text, [fig]
+    draw, data = _curves({k: v["history"] for k, v in runs.items()}, ("both_acc", "both_loss"), "LeNet vs AlexNet")
+    path = _figure(figures / f"{figure}.png", stamp, draw, data)
+    text = (_heading(result, stamp)
+            + _table(["model", "trained on", "epochs", "final train acc", "final val acc", "best val acc",
+                      "train loss", "val loss", "train time per epoch", "train img/s", "peak memory (MB)"], rows)
+            + "\n\n" + _overfitting(runs) + _link(path.stem, "LeNet and AlexNet curves") + "\n")
+    return text, [path]
 
 
-def _sweep_region(results, figures: Path, sweep: str, key: str | None, label: str, title: str,
+def _overfitting(runs: Mapping[str, Mapping]) -> str:
+    """Where each run's validation loss was lowest, against its last epoch: where overfitting begins."""
+    notes = []
+    for name, run in runs.items():
+        history = run["history"]
+        low = min(history, key=lambda r: r["val_loss"])
+        gap = history[-1]["train_acc"] - history[-1]["val_acc"]
+        notes.append(f"{name}: lowest validation loss at epoch {low['epoch']} of {len(history)}, final train − val "
+                     f"accuracy {gap:+.1f} points")
+    return "Measured: " + "; ".join(notes) + ".\n\n"
+
+
+def _sweep_region(view, figures: Path, figure: str, sweep: str, key: str | None, label: str, title: str,
                   curves=("val_acc", "val_loss"), speed: bool = False):
-    result = results.get("05_sweeps")
-    if not result:
-        return None
+    result = view[f"05_{sweep}"]
     members = _members(result, sweep)
     if not members:
-        return None
-    header = [label, "best val acc", "final val acc", "best epoch", "train time per epoch"]
+        raise _malformed(result, f"table 'runs/{sweep}.csv' has no members")
+    header = [label, "best val acc", "final val acc", "final train acc", "best epoch", "train time per epoch"]
     if speed:
         header += ["total train time", "train img/s"]
     rows = []
     for row, run in members:
-        value = row.get(key) if key else row["name"]
-        if key == "TRAIN.LR":
-            value = _rate(float(value))
-        cells = [f"`{value}`" if key is None or key == "DATA.AUGMENT" else value, _pct(row.get("best_val_acc")),
-                 _pct(row.get("final_val_acc")), row.get("best_epoch", "–"),
-                 f"{_num(row.get('time_per_epoch_s'))} s"]
+        value = _member_value(row, key)
+        last = (run.get("history") or [{}])[-1]
+        cells = [value, _pct(row.get("best_val_acc")), _pct(row.get("final_val_acc")), _pct(last.get("train_acc")),
+                 row.get("best_epoch", "–"), f"{_num(row.get('time_per_epoch_s'))} s"]
         if speed:
             cells += [f"{_num(row.get('total_time_s'))} s", _num(_mean_speed(run), 0)]
         if row.get("status") == "failed":
@@ -378,148 +454,218 @@ def _sweep_region(results, figures: Path, sweep: str, key: str | None, label: st
     model = next((run["settings"]["model"] for _, run in members if run.get("settings")), "?")
     runs = [run for _, run in members if run]
     stamp = _provenance(result, f"{model}, {_epochs(runs)}")
-    histories = {str(row.get(key) if key else row["name"]): run["history"] for row, run in members if run.get("history")}
-    fig = _figure(figures / f"{sweep}.png", stamp, _curves(histories, curves, title))
-    text = f"*{stamp}.*\n\n" + _table(header, rows) + "\n\n" + _figure_link(sweep, title) + "\n"
-    return text, [fig]
+    histories = {_member_value(row, key).strip("`"): run["history"] for row, run in members if run.get("history")}
+    draw, data = _curves(histories, curves, title)
+    path = _figure(figures / f"{figure}.png", stamp, draw, data)
+    text = (_heading(result, stamp) + _table(header, rows) + "\n\n" + _ranking(members, key, speed)
+            + _link(path.stem, title) + "\n")
+    return text, [path]
 
 
-def region_lr(results, figures):
-    return _sweep_region(results, figures, "lr", "TRAIN.LR", "learning rate", "learning-rate sweep")
+def _member_value(row: Mapping[str, Any], key: str | None) -> str:
+    if key is None:
+        return f"`{row['name']}`"
+    value = row.get(key)
+    return _rate(float(value)) if key == "TRAIN.LR" else str(value)
 
 
-def region_batch_size(results, figures):
-    return _sweep_region(results, figures, "batch_size", "DATA.BATCH_SIZE", "batch size", "batch-size sweep",
+def _ranking(members, key: str | None, speed: bool) -> str:
+    """The best and worst member by best validation accuracy, and for a timed sweep the fastest and
+    slowest epoch: the sentence an answer quotes."""
+    done = [(row, run) for row, run in members if row.get("status") != "failed"]
+    if not done:
+        return "Every member failed.\n\n"
+    by_acc = sorted(done, key=lambda m: float(m[0]["best_val_acc"]), reverse=True)
+    best, worst = by_acc[0][0], by_acc[-1][0]
+    text = (f"Best: {_member_value(best, key)} at {_pct(best['best_val_acc'])}; worst: "
+            f"{_member_value(worst, key)} at {_pct(worst['best_val_acc'])}")
+    failed = [_member_value(row, key) for row, _ in members if row.get("status") == "failed"]
+    if failed:
+        text += f"; failed: {', '.join(failed)}"
+    if speed:
+        by_time = sorted(done, key=lambda m: float(m[0]["time_per_epoch_s"]))
+        text += (f". Fastest epoch: {_member_value(by_time[0][0], key)} ({_num(by_time[0][0]['time_per_epoch_s'])} s); "
+                 f"slowest: {_member_value(by_time[-1][0], key)} ({_num(by_time[-1][0]['time_per_epoch_s'])} s)")
+    return text + ".\n\n"
+
+
+def region_lr(view, figures, figure):
+    return _sweep_region(view, figures, figure, "lr", "TRAIN.LR", "learning rate", "learning-rate sweep")
+
+
+def region_batch_size(view, figures, figure):
+    return _sweep_region(view, figures, figure, "batch_size", "DATA.BATCH_SIZE", "batch size", "batch-size sweep",
                          speed=True)
 
 
-def region_augment(results, figures):
-    return _sweep_region(results, figures, "augment", None, "scheme", "augmentation schemes",
+def region_augment(view, figures, figure):
+    return _sweep_region(view, figures, figure, "augment", None, "scheme", "augmentation schemes",
                          curves=("train_acc", "val_acc"))
 
 
-def region_variations(results, figures):
-    return _sweep_region(results, figures, "variations", None, "variation", "optimizer / schedule / activation")
+def region_variations(view, figures, figure):
+    return _sweep_region(view, figures, figure, "variations", None, "variation", "optimizer / schedule / activation")
 
 
-def region_throughput(results, figures):
-    result = results.get("05_sweeps")
-    rows = (result or {}).get("tables", {}).get("runs/throughput.csv")
+def _is_oom(row: Mapping[str, Any]) -> bool:
+    return str(row.get("oom")).lower() == "true"
+
+
+def region_throughput(view, figures, figure):
+    result = view["05_throughput"]
+    rows = result["tables"].get("runs/throughput.csv")
     if not rows:
-        return None
-    table = []
+        raise _malformed(result, "no table 'runs/throughput.csv'")
     for number, row in enumerate(rows, 1):
-        oom = str(row.get("oom")).lower() == "true"
-        if not oom and row.get("img_per_s") in (None, ""):
-            raise _malformed(result, f"table 'runs/throughput.csv' row {number} has no 'img_per_s' "
-                                     f"(nor oom=True)")
-        table.append([row["batch_size"], "out of memory" if oom else _num(row.get("img_per_s"), 0),
-                      "–" if oom else _num(row.get("step_ms"), 1), "–" if oom else _num(row.get("peak_mem_mb"), 0)])
-    fits = [int(r["batch_size"]) for r in rows if str(r.get("oom")).lower() != "true"]
-    stamp = _provenance(result, "training steps on random batches")
+        if not _is_oom(row) and row.get("img_per_s") in (None, ""):
+            raise _malformed(result, f"table 'runs/throughput.csv' row {number} has no 'img_per_s' (nor oom=True)")
+    default = (result.get("parameters") or {}).get("model") or "alexnet"
+    models: dict[str, list[dict]] = {}
+    for row in rows:
+        models.setdefault(row.get("model") or default, []).append(row)
+    stamp = _provenance(result, f"{', '.join(models)}: training steps on ready random batches (no data loading)")
+    data = {model: {"batch_size": [int(r["batch_size"]) for r in mine if not _is_oom(r)],
+                    "img_per_s": [float(r["img_per_s"]) for r in mine if not _is_oom(r)],
+                    "oom": [int(r["batch_size"]) for r in mine if _is_oom(r)]} for model, mine in models.items()}
 
     def draw(axes):
-        ok = [r for r in rows if str(r.get("oom")).lower() != "true"]
-        axes[0].plot([int(r["batch_size"]) for r in ok], [float(r["img_per_s"]) for r in ok], marker="o")
+        for model, series in data.items():
+            line, = axes[0].plot(series["batch_size"], series["img_per_s"], marker="o", label=model)
+            for size in series["oom"]:
+                axes[0].axvline(size, color=line.get_color(), ls=":", label=f"{model}: out of memory")
         axes[0].set_xscale("log", base=2)
+        axes[0].set_yscale("log" if len(data) > 1 else "linear")
         axes[0].set_xlabel("batch size")
         axes[0].set_ylabel("training images/s", fontsize=8)
         axes[0].set_title("throughput vs batch size", fontsize=9)
         axes[0].grid(alpha=0.3)
-        for r in rows:
-            if str(r.get("oom")).lower() == "true":
-                axes[0].axvline(int(r["batch_size"]), color="red", ls=":", label="out of memory")
-                axes[0].legend(fontsize=7)
-    fig = _figure(figures / "throughput.png", stamp, draw, ncols=1)
-    oom = any(str(r.get("oom")).lower() == "true" for r in rows)
-    verdict = (f"Largest batch that fits: **{max(fits):,}**." if oom else
-               f"No out-of-memory up to {max(fits):,} (the sweep's limit on this machine).") if fits else ""
-    text = (f"*{stamp}.*\n\n" + _table(["batch", "img/s", "ms per step", "peak memory (MB)"], table)
-            + f"\n\n{verdict}\n\n" + _figure_link("throughput", "throughput vs batch size") + "\n")
-    return text, [fig]
-
-
-def region_resnet(results, figures):
-    result = results.get("06_resnet")
-    if not result:
-        return None
-    run = result["runs"].get("runs")
-    if not run:
-        return None
-    _with_history(result, "runs", run)
-    rows = [["ResNet18", run["epochs"], f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})",
-             _pct(run["final_val_acc"]), f"{_num(run['train_time_s'])} s", _num(_mean_speed(run), 0)]]
-    histories = {"ResNet18": run.get("history", [])}
-    alexnet = results.get("03_training", {}).get("runs", {}).get("runs/alexnet")
-    if alexnet:
-        _with_history(results["03_training"], "runs/alexnet", alexnet)
-        rows.append(["AlexNet (03, 4.2)", alexnet["epochs"],
-                     f"{_pct(alexnet['best_val_acc'])} (epoch {alexnet['best_epoch']})",
-                     _pct(alexnet["final_val_acc"]), f"{_num(alexnet['train_time_s'])} s",
-                     _num(_mean_speed(alexnet), 0)])
-        histories["AlexNet"] = alexnet.get("history", [])
-    stamp = _provenance(result, _epochs([run]))
-    fig = _figure(figures / "resnet.png", stamp, _curves(histories, ("both_acc", "both_loss"), "ResNet18 vs AlexNet"))
-    text = (f"*{stamp}.*\n\n" + _table(["model", "epochs", "best val acc", "final val acc", "training time",
-                                        "train img/s"], rows)
-            + "\n\n" + _figure_link("resnet", "ResNet18 and AlexNet curves") + "\n")
-    return text, [fig]
-
-
-def region_predictions(results, figures):
-    result = results.get("06_resnet")
-    if not result:
-        return None
-    grid = Path(result["folder"]) / "runs" / "predictions.png"
-    if not grid.is_file():
-        return None
-    import matplotlib.image as mpimg
-
-    image = mpimg.imread(str(grid))
-    stamp = _provenance(result, "checkpoint_best.pt on 20 random validation images")
-
-    def draw(axes):
-        axes[0].imshow(image)
-        axes[0].axis("off")
-    height = image.shape[0] / image.shape[1]
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(8, 8 * height + 0.3), dpi=FIGURE_DPI)
-    ax = fig.add_axes((0, 0.3 / (8 * height + 0.3), 1, 1 - 0.3 / (8 * height + 0.3)))
-    draw([ax])
-    fig.text(0.5, 0.005, stamp, ha="center", va="bottom", fontsize=6.5)
-    path = figures / "predictions.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None})
-    plt.close(fig)
-    text = f"*{stamp}.*\n\n" + _figure_link("predictions", "ResNet18 predictions, mistakes in red") + "\n"
+        axes[0].legend(fontsize=7)
+    path = _figure(figures / f"{figure}.png", stamp, draw, data, ncols=1)
+    table = [[model, f"{int(r['batch_size']):,}", "out of memory" if _is_oom(r) else _num(r.get("img_per_s"), 0),
+              "–" if _is_oom(r) else _num(r.get("step_ms"), 1), "–" if _is_oom(r) else _num(r.get("peak_mem_mb"), 0)]
+             for model, mine in models.items() for r in mine]
+    verdicts = " ".join(_throughput_verdict(model, series) for model, series in data.items())
+    text = (_heading(result, stamp) + _table(["model", "batch", "img/s", "ms per step", "peak memory (MB)"], table)
+            + f"\n\n{verdicts}\n\n" + _link(path.stem, "throughput vs batch size") + "\n")
     return text, [path]
 
 
-def region_kaggle(results, figures):
-    result = results.get("07_kaggle")
-    if not result:
-        return None
+def _throughput_verdict(model: str, series: Mapping[str, list]) -> str:
+    """The largest batch that fits (or that no OOM came up to it), and where images/s peaked."""
+    fits = series["batch_size"]
+    if not fits:
+        return f"{model}: nothing fit."
+    text = (f"{model}: largest batch that fits **{max(fits):,}**" if series["oom"] else
+            f"{model}: no out-of-memory up to {max(fits):,} (the largest batch measured)")
+    peak = max(range(len(fits)), key=lambda i: series["img_per_s"][i])
+    text += f"; most images/s {_num(series['img_per_s'][peak], 0)} at batch {fits[peak]:,}"
+    if fits[peak] != max(fits):
+        text += f", more than at the largest batch ({_num(series['img_per_s'][-1], 0)})"
+    return text + "."
+
+
+def region_resnet(view, figures, figure):
+    result = view["06_resnet"]
     run = result["runs"].get("runs")
     if not run:
-        return None
+        raise _malformed(result, "no run in runs/")
+    _with_history(result, "runs", run)
+    runs = {"ResNet18": run}
+    alexnet = view.get("03_training", {}).get("runs", {}).get("runs/alexnet")
+    if alexnet:
+        runs["AlexNet (03, 4.2)"] = _with_history(view["03_training"], "runs/alexnet", alexnet)
+    rows = [[name, _subset(r), r["epochs"], f"{_pct(r['best_val_acc'])} (epoch {r['best_epoch']})",
+             _pct(r["final_val_acc"]), f"{_num(r['train_time_s'] / max(r['epochs'], 1))} s",
+             _num(_mean_speed(r), 0), _num(_peak_mem(r), 0)] for name, r in runs.items()]
+    stamp = _provenance(result, _epochs(list(runs.values())))
+    draw, data = _curves({k: v["history"] for k, v in runs.items()}, ("both_acc", "both_loss"), "ResNet18 vs AlexNet")
+    path = _figure(figures / f"{figure}.png", stamp, draw, data)
+    ratio = ""
+    if alexnet and _mean_speed(alexnet) and _mean_speed(run):
+        ratio = (f"ResNet18 trains {_mean_speed(alexnet) / _mean_speed(run):.1f}× slower per image than AlexNet "
+                 f"on this machine ({_num(_mean_speed(run), 0)} against {_num(_mean_speed(alexnet), 0)} img/s).\n\n")
+    text = (_heading(result, stamp) + _table(["model", "trained on", "epochs", "best val acc", "final val acc",
+                                              "train time per epoch", "train img/s", "peak memory (MB)"], rows)
+            + "\n\n" + ratio + _link(path.stem, "ResNet18 and AlexNet curves") + "\n")
+    return text, [path]
+
+
+def region_predictions(view, figures, figure):
+    result = view["06_resnet"]
+    if "runs/predictions.png" not in result.get("figures", []):
+        raise _malformed(result, "no runs/predictions.png: 06_resnet.ipynb draws it")
+    stamp = _provenance(result, "checkpoint_best.pt on 20 random validation images, true and predicted class")
+    path = _image_figure(Path(result["folder"]) / "runs" / "predictions.png", figures / f"{figure}.png", stamp)
+    return _heading(result, stamp) + _link(path.stem, "ResNet18 predictions, mistakes in red") + "\n", [path]
+
+
+def region_kaggle(view, figures, figure):
+    result = view["07_kaggle"]
+    run = result["runs"].get("runs")
+    if not run:
+        raise _malformed(result, "no run in runs/")
     _with_history(result, "runs", run)
     stamp = _provenance(result, _epochs([run]))
-    rows = [["ResNet18", run["settings"]["img_size"], run["epochs"], run.get("num_classes", "–"),
+    rows = [["ResNet18", run["settings"]["img_size"], _subset(run), run["epochs"], run.get("num_classes", "–"),
              f"{_pct(run['best_val_acc'])} (epoch {run['best_epoch']})", f"{_num(run['train_time_s'])} s"]]
-    fig = _figure(figures / "kaggle.png", stamp, _curves({"ResNet18": run.get("history", [])}, ("both_acc", "both_loss"),
-                                                          "ResNet18 on MediumImageNet"))
-    text = (f"*{stamp}.*\n\n" + _table(["model", "px", "epochs", "classes", "best val acc", "training time"], rows)
-            + "\n\nThe test accuracy is Kaggle's to measure (the labels are hidden); expect it near the validation "
-              "accuracy.\n\n" + _figure_link("kaggle", "ResNet18 on MediumImageNet curves") + "\n")
-    return text, [fig]
+    draw, data = _curves({"ResNet18": run["history"]}, ("both_acc", "both_loss"), "ResNet18, MediumImageNet format")
+    path = _figure(figures / f"{figure}.png", stamp, draw, data)
+    check = result.get("submission")
+    checked = (f"`submission.csv`: header `{check['header']}`, {check['rows']:,} rows, ids {check['first_id']}"
+               f"…{check['last_id']}, classes {check['min_class']}…{check['max_class']}.\n\n") if check else ""
+    text = (_heading(result, stamp)
+            + _table(["model", "px read", "trained on", "epochs", "classes", "best val acc", "training time"], rows)
+            + "\n\n" + checked + _link(path.stem, "ResNet18 on the MediumImageNet-format file") + "\n")
+    return text, [path]
 
 
-REGIONS: dict[str, Callable] = {
-    "training": region_training, "lr": region_lr, "batch_size": region_batch_size, "throughput": region_throughput,
-    "augment": region_augment, "variations": region_variations, "resnet": region_resnet,
-    "predictions": region_predictions, "kaggle": region_kaggle,
+def _subset(run: Mapping[str, Any]) -> str:
+    size = (run.get("settings") or {}).get("train_subset")
+    return f"{int(size):,} images" if size else "all images"
+
+
+def _peak_mem(run: Mapping[str, Any]) -> float | None:
+    values = [r["peak_mem_mb"] for r in run.get("history") or [] if isinstance(r.get("peak_mem_mb"), (int, float))]
+    return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class Region:
+    """A measured region: the experiment it reads, the function that writes it, its figure's name."""
+    experiment: str
+    render: Callable
+    figure: str
+
+
+REGIONS: dict[str, Region] = {
+    "examples": Region("01_datasets", region_examples, "examples"),
+    "training": Region("03_training", region_training, "training"),
+    "lr": Region("05_lr", region_lr, "lr"),
+    "batch_size": Region("05_batch_size", region_batch_size, "batch_size"),
+    "throughput": Region("05_throughput", region_throughput, "throughput"),
+    "augment": Region("05_augment", region_augment, "augment"),
+    "variations": Region("05_variations", region_variations, "variations"),
+    "resnet": Region("06_resnet", region_resnet, "resnet"),
+    "predictions": Region("06_resnet", region_predictions, "predictions"),
+    "kaggle": Region("07_kaggle", region_kaggle, "kaggle"),
 }
+
+
+def render(name: str, views: Mapping[str, Mapping[str, Any]], figures: Path) -> tuple[str, list[Path]]:
+    """Region ``name``'s body: one block per machine that measured its experiment (GPUs first),
+    its figures named ``<figure>-<machine>``. No machine with it is an error naming the experiment."""
+    spec = REGIONS[name]
+    blocks, written = [], []
+    for tag, view in views.items():
+        if spec.experiment in view:
+            text, paths = spec.render(view, figures, f"{spec.figure}-{tag}")
+            blocks.append(text)
+            written += paths
+    if not blocks:
+        raise WorksheetError(f"region {name!r} reads {spec.experiment}, and the results folder has none of it; run "
+                             f"python -m nmeplib reproduce OUT_DIR --only {spec.experiment} (or leave the region out "
+                             f"with --regions)")
+    return "\n".join(blocks), written
 
 
 # ----------------------------------------------------------------------------- rewriting
@@ -548,12 +694,17 @@ def rewrite(text: str, bodies: Mapping[str, str]) -> str:
     return REGION.sub(replace, text)
 
 
-def regenerate(out_dir: str | os.PathLike, worksheet: str | os.PathLike = "worksheet.md",
+def regenerate(source: str | os.PathLike = res.ROOT, worksheet: str | os.PathLike = "worksheet.md",
                figures: str | os.PathLike | None = None, regions: Sequence[str] | None = None,
                stream=None) -> dict[str, str]:
-    """Rewrite ``worksheet``'s RESULTS regions and figures from ``out_dir``; returns each region's fate.
+    """Rewrite ``worksheet``'s RESULTS regions and figures from the results folder ``source``;
+    returns each region's fate.
 
-    ``regions`` limits the rewrite to those names (the others are kept as they are)."""
+    ``regions`` limits the rewrite to those names (the others are kept as they are). A rewrite of
+    every region also removes the figures no region wrote, so the folder holds exactly what the
+    worksheet shows. Nothing is written when any region fails."""
+    from ..files import atomic_write
+
     stream = stream or sys.stdout
     worksheet = Path(worksheet)
     figures = Path(figures) if figures else worksheet.parent / FIGURES
@@ -565,21 +716,30 @@ def regenerate(out_dir: str | os.PathLike, worksheet: str | os.PathLike = "works
         unknown = sorted(set(regions) - set(REGIONS))
         if unknown:
             raise WorksheetError(f"--regions: unknown region(s) {', '.join(unknown)}; known: {', '.join(REGIONS)}")
-    results = load_results(out_dir)
-    bodies, fates = {}, {}
-    for name in names:
-        if regions and name not in regions:
-            fates[name] = "kept (not in --regions)"
-            continue
-        made = REGIONS[name](results, figures)
-        if made is None:
-            fates[name] = "kept (nothing for it in the results folder)"
-            continue
-        bodies[name], written = made
-        fates[name] = "rewritten; " + ", ".join(p.name for p in written)
+    views = load_results(source)
+    staging = figures.with_name(f".{figures.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    bodies, fates, written = {}, {}, []
+    try:
+        for name in names:
+            if regions and name not in regions:
+                fates[name] = "kept (not in --regions)"
+                continue
+            bodies[name], paths = render(name, views, staging)
+            written += paths
+            fates[name] = "rewritten; " + ", ".join(p.name for p in paths)
+        figures.mkdir(parents=True, exist_ok=True)
+        if not regions:   # every region rewritten: figures no region wrote are stale
+            for old in figures.iterdir():
+                if old.suffix in (".png", ".json") and not (staging / old.name).exists():
+                    old.unlink()
+        for path in sorted(staging.iterdir()) if staging.is_dir() else ():
+            os.replace(path, figures / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     new = rewrite(text, bodies)
     if new != text:
-        worksheet.write_text(new)
+        atomic_write(worksheet, lambda f: f.write(new), "w")
     for name, fate in fates.items():
         print(f"{name}: {fate}", file=stream)
     return fates
@@ -588,15 +748,16 @@ def regenerate(out_dir: str | os.PathLike, worksheet: str | os.PathLike = "works
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nmeplib worksheet",
                                 description="Rewrite worksheet.md's measured tables (between <!-- BEGIN RESULTS name --> "
-                                            "and <!-- END RESULTS name -->) and its figures from a results folder "
-                                            "made by python -m nmeplib reproduce.")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="results folder of python -m nmeplib reproduce")
+                                            "and <!-- END RESULTS name -->) and its figures from the results folder "
+                                            "that python -m nmeplib reproduce writes.")
+    p.add_argument("source", metavar="RESULTS", nargs="?", default=res.ROOT,
+                   help=f"the results folder (default: {res.ROOT}/)")
     p.add_argument("--worksheet", default="worksheet.md", help="the worksheet to rewrite (default: worksheet.md)")
-    p.add_argument("--figures", help=f"folder for the PNG figures (default: {FIGURES}/ next to the worksheet)")
+    p.add_argument("--figures", help=f"folder for the figures (default: {FIGURES}/ next to the worksheet)")
     p.add_argument("--regions", nargs="+", metavar="NAME",
                    help=f"rewrite only these regions ({', '.join(REGIONS)}); the others stay as they are")
     args = p.parse_args(argv)
-    regenerate(args.out_dir, args.worksheet, args.figures, regions=args.regions)
+    regenerate(args.source, args.worksheet, args.figures, regions=args.regions)
     return 0
 
 
