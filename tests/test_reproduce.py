@@ -22,7 +22,12 @@ def test_plan_names_parameters_and_skips_kaggle_without_a_file(tmp_path):
     assert [s["name"] for s in steps] == list(rp.EXPERIMENTS)
     by_name = {s["name"]: s for s in steps}
     assert by_name["03_training"]["parameters"]["epochs"] == rp.MAIN_EPOCHS
-    assert by_name["05_sweeps"]["parameters"]["epochs"] == rp.SWEEP_EPOCHS
+    pieces = [name for name in by_name if name.startswith("05_")]
+    assert pieces == ["05_lr", "05_batch_size", "05_throughput", "05_augment", "05_variations"]
+    for name in pieces:   # each piece runs one section of 05_sweeps.ipynb
+        assert by_name[name]["notebook"] == "05_sweeps.ipynb"
+        assert by_name[name]["parameters"]["sweeps"] == [name.removeprefix("05_")]
+        assert by_name[name]["parameters"]["epochs"] == rp.SWEEP_EPOCHS
     assert by_name["06_resnet"]["parameters"]["alexnet_dir"] == str(tmp_path / "03_training" / "runs" / "alexnet")
     assert by_name["03_training"]["parameters"]["data_root"] == "/somewhere/cifar"
     assert by_name["07_kaggle"]["skip"] and by_name["07_kaggle"]["estimate_s"] == 0
@@ -32,15 +37,32 @@ def test_plan_names_parameters_and_skips_kaggle_without_a_file(tmp_path):
 
 def test_only_and_params(tmp_path):
     steps = rp.plan(tmp_path, only=["03", "sweeps"], params=["epochs=2", "05_sweeps.model=lenet", "05.lr=3e-3"])
-    assert [s["name"] for s in steps] == ["03_training", "05_sweeps"]
+    assert [s["name"] for s in steps] == ["03_training", "05_lr", "05_batch_size", "05_throughput", "05_augment",
+                                          "05_variations"]
     assert steps[0]["parameters"]["epochs"] == 2 and "model" not in steps[0]["parameters"]
-    assert steps[1]["parameters"]["model"] == "lenet" and steps[1]["parameters"]["lr"] == 0.003
+    assert all(s["parameters"]["model"] == "lenet" and s["parameters"]["lr"] == 0.003 for s in steps[1:])
+    lr = rp.plan(tmp_path, only=["lr"], params=["lr.epochs=3"])
+    assert [s["name"] for s in lr] == ["05_lr"] and lr[0]["parameters"]["epochs"] == 3
     with pytest.raises(rp.ReproduceError, match="unknown experiment.*nope"):
         rp.plan(tmp_path, only=["nope"])
     with pytest.raises(rp.ReproduceError, match="03_training.*no parameter 'model'"):
         rp.plan(tmp_path, params=["03.model=lenet"])
     with pytest.raises(rp.ReproduceError, match="NAME=VALUE"):
         rp.plan(tmp_path, params=["epochs"])
+    with pytest.raises(rp.ReproduceError, match="--scale 'gpu'"):
+        rp.plan(tmp_path, scale="gpu")
+
+
+def test_the_cpu_scale_trains_subsets_for_at_least_five_epochs(tmp_path):
+    steps = {s["name"]: s for s in rp.plan(tmp_path, scale="cpu", hdf5=str(tmp_path / "x.hdf5"))}
+    for name, step in steps.items():
+        params = step["parameters"]
+        if "epochs" in params:
+            assert params["epochs"] >= 5, name
+        if name != "03_training" and name in ("05_lr", "06_resnet", "07_kaggle"):
+            assert params["train_subset"] > 0, name
+    assert steps["03_training"]["parameters"]["alexnet_train_subset"] > 0
+    assert sum(s["estimate_s"] for s in steps.values()) <= 95 * 60
 
 
 def test_manifest_decides_skip_resume_or_refuse(tmp_path):
@@ -93,7 +115,7 @@ def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path, capsys):
     digits, one epoch each); the whole chain is the same code with more notebooks."""
     out = tmp_path / "results"
     env = {**os.environ, "NMEPLIB_SMOKE": "1", "WANDB_MODE": "disabled"}
-    args = [str(out), "--smoke", "--only", "03", "--param", "epochs=1"]
+    args = [str(out), "--smoke", "--only", "03", "--param", "epochs=1", "--results", str(tmp_path / "res")]
     first = subprocess.run([sys.executable, "-m", "nmeplib", "reproduce", *args], capture_output=True, text=True,
                            cwd=ROOT, env=env, timeout=280)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -106,6 +128,11 @@ def test_reproduce_smoke_runs_skips_and_keeps_results(tmp_path, capsys):
     results = json.loads((folder / rp.RESULTS).read_text())
     assert set(results["runs"]) == {"runs/lenet", "runs/alexnet"}
     assert all(len(run["history"]) == 1 for run in results["runs"].values())
+    exported = next((tmp_path / "res" / "03_training").iterdir())
+    assert exported.name.endswith("_smoke") and not list(exported.rglob("*.pt"))
+    assert sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*.jsonl")) == [
+        "runs/alexnet/metrics.jsonl", "runs/lenet/metrics.jsonl"]
+    assert json.loads((exported / "manifest.json").read_text())["command"].endswith("--results " + str(tmp_path / "res"))
     # the same command again: finished with the same parameters, so nothing runs
     assert rp.main(args) == 0
     assert "finished earlier with the same parameters" in capsys.readouterr().out
@@ -118,7 +145,7 @@ def test_reproduce_smoke_whole_chain_then_the_worksheet_from_its_folder(tmp_path
     from nmeplib.course import worksheet as ws
 
     out = tmp_path / "results"
-    assert rp.main([str(out), "--smoke", "--param", "epochs=1"]) == 0
+    assert rp.main([str(out), "--smoke", "--param", "epochs=1", "--results", str(tmp_path / "res")]) == 0
     printed = capsys.readouterr().out
     for i, name in enumerate(rp.EXPERIMENTS, 1):
         assert f"[{i}/{len(rp.EXPERIMENTS)}] {name}" in printed
@@ -127,7 +154,7 @@ def test_reproduce_smoke_whole_chain_then_the_worksheet_from_its_folder(tmp_path
         assert (out / name / f"{name}.ipynb").is_file() and (out / name / rp.RESULTS).is_file()
     sheet = tmp_path / "worksheet.md"
     sheet.write_text((ROOT / "worksheet.md").read_text())
-    fates = ws.regenerate(out, sheet, stream=io.StringIO())
+    fates = ws.regenerate(tmp_path / "res", sheet, stream=io.StringIO())
     assert fates and not [name for name, fate in fates.items() if fate.startswith("kept")], fates
     assert sheet.read_text().count("SMOKE MODE") >= len(fates)
     assert list((tmp_path / ws.FIGURES).glob("*.png"))
@@ -275,7 +302,7 @@ def test_two_reproduce_processes_on_one_folder(tmp_path, stub):
             f"rp.NOTEBOOKS = Path({str(stub)!r}); sys.exit(cli.main(['reproduce', *sys.argv[1:]]))")
     args = [sys.executable, "-c", code, str(out), "--only", "03"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    first = subprocess.Popen([*args, "--param", "03.sleep=6"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    first = subprocess.Popen([*args, "--param", "03.sleep=12"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         manifest = out / "03_training" / rp.MANIFEST
@@ -283,7 +310,7 @@ def test_two_reproduce_processes_on_one_folder(tmp_path, stub):
         while not manifest.is_file() and __import__("time").monotonic() < deadline:
             __import__("time").sleep(0.1)
         assert manifest.is_file(), first.stderr
-        second = subprocess.run([*args, "--param", "03.sleep=6"], cwd=ROOT, env=env, capture_output=True,
+        second = subprocess.run([*args, "--param", "03.sleep=12"], cwd=ROOT, env=env, capture_output=True,
                                 text=True, timeout=40)
         assert second.returncode == 2, second.stdout + second.stderr
         lines = second.stderr.strip().splitlines()
@@ -307,7 +334,7 @@ def test_results_folder_under_a_file_is_one_error(tmp_path, capsys):
 def test_param_values_are_checked_against_the_notebook_defaults(tmp_path):
     with pytest.raises(rp.ReproduceError, match=r"epochs='abc'.*an int.*default is 30"):
         rp.plan(tmp_path, params=["epochs=abc"])
-    with pytest.raises(rp.ReproduceError, match=r"05_sweeps\.lrs=0\.1.*a list"):
+    with pytest.raises(rp.ReproduceError, match=r"05_lr\.lrs=0\.1.*a list in 05_sweeps.ipynb"):
         rp.plan(tmp_path, params=["05.lrs=0.1"])
     with pytest.raises(rp.ReproduceError, match=r"epochs=2\.5.*an int"):
         rp.plan(tmp_path, params=["03.epochs=2.5"])

@@ -34,7 +34,7 @@ from helpers import (CIFAR_RGB_MEAN, CIFAR_RGB_STD, channel_images, history_best
                      tiny_cifar_config, write_cifar_images, write_run)
 
 ROOT = Path(__file__).resolve().parents[1]
-MACHINE = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "python": "3.12", "host": "h", "date": "2026-12-01"}
+MACHINE = {"gpu": "NVIDIA H100 80GB HBM3", "cpu": None, "cores": 16, "torch": "2.11.0", "python": "3.12"}
 
 
 @pytest.fixture
@@ -268,7 +268,7 @@ def _table(text: str, first_header: str) -> list[dict[str, str]]:
 
 
 def _run(history: list[dict], model: str) -> dict:
-    """A run as ``results.json`` holds it (``reproduce.collect_results``)."""
+    """A run as the worksheet reads it from a results folder (``results.collect``)."""
     return {**{k: v for k, v in ckpt.run_row(history).items() if k in ckpt.SUMMARY_KEYS}, "num_classes": 10,
             "history": history, "settings": {"model": model, "dataset": "cifar10", "img_size": 32}}
 
@@ -279,8 +279,8 @@ def test_the_worksheet_shows_the_final_and_the_best_epoch_each_in_its_column(tmp
     results = {"03_training": {"experiment": "03_training", "machine": MACHINE, "runs": runs},
                "06_resnet": {"experiment": "06_resnet", "machine": MACHINE,
                              "runs": {"runs": _run(history, "resnet18")}}}
-    training, _ = ws.region_training(results, tmp_path)
-    resnet, _ = ws.region_resnet(results, tmp_path)
+    training, _ = ws.region_training(results, tmp_path, "training")
+    resnet, _ = ws.region_resnet(results, tmp_path, "resnet")
     for text in (training, resnet):
         for row in _table(text, "model"):
             assert row["final val acc"] == "58.00%" and row["best val acc"] == "71.00% (epoch 2)"
@@ -304,11 +304,11 @@ def test_a_reproduced_experiment_replaces_the_worksheets_stale_table(tmp_path, m
                                                     if k in ckpt.SUMMARY_KEYS}, "num_classes": 10, "config": config})
     monkeypatch.setattr(reproduce, "_execute", execute)
     out = tmp_path / "results"
-    rows = reproduce.reproduce(out, only=["03"], stream=io.StringIO())
+    rows = reproduce.reproduce(out, only=["03"], results_dir=tmp_path / "results-folder", stream=io.StringIO())
     assert [r["status"] for r in rows] == ["finished"]
     sheet = tmp_path / "worksheet.md"
     sheet.write_text("<!-- BEGIN RESULTS training -->\nstale table\n<!-- END RESULTS training -->\n")
-    fates = ws.regenerate(out, sheet, stream=io.StringIO())
+    fates = ws.regenerate(tmp_path / "results-folder", sheet, stream=io.StringIO())
     text = sheet.read_text()
     assert fates["training"].startswith("rewritten") and "stale table" not in text
     assert [row["final val acc"] for row in _table(text, "model")] == ["58.00%", "58.00%"]

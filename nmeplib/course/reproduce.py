@@ -466,13 +466,13 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
     """Run (or skip, or resume) each planned experiment; returns one status row per experiment.
 
     OUT_DIR is locked for the whole command (:func:`holding`); ``command`` (the command line) is
-    recorded in each manifest. Unless in smoke mode, each finished experiment's small files go to
-    ``results_dir`` (``results.export``), with ``data_note`` saying which data it trained on."""
+    recorded in each manifest. Each finished experiment's small files go to ``results_dir``
+    when given (``results.export``), with ``data_note`` saying which data it trained on."""
     stream = stream or sys.stdout
     out = Path(out_dir).resolve()
     steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params, scale=scale)
     for step in steps:
-        step.update(command=command, results_dir=None if smoke or results_dir is None else str(results_dir),
+        step.update(command=command, results_dir=None if results_dir is None else str(results_dir),
                     data_note=data_note)
     check_out_dir(out)
     with holding(out):
@@ -528,6 +528,7 @@ def _manifest(step: Mapping[str, Any], out: Path, smoke: bool, state: str) -> di
     return {"experiment": step["name"], "notebook": step["notebook"], "parts": step["parts"],
             "parameters": portable(step["parameters"], out), "state": state, "smoke": smoke,
             "scale": "smoke" if smoke else step.get("scale", "full"), "command": step.get("command", ""),
+            "commit": results.working_commit(),
             "machine": results.this_machine(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "estimate_s": step["estimate_s"]}
 
@@ -560,12 +561,14 @@ def _keep_finished(step: Mapping[str, Any], out: Path, smoke: bool) -> str:
 
 
 def _export(step: Mapping[str, Any], out: Path, manifest: Mapping[str, Any]) -> Path | None:
-    """Copy a finished experiment's small files into the results folder (none in smoke mode)."""
+    """Copy a finished experiment's small files into the results folder, when there is one; the
+    commit is the one recorded when the experiment started."""
     if not step.get("results_dir"):
         return None
     started = str(manifest.get("started") or "")[:10] or None
     record = results.manifest(step["name"], parts=step["parts"], parameters=portable(step["parameters"], out),
-                              scale=step["scale"], command=step.get("command", ""),
+                              scale="smoke" if step["parameters"].get("smoke") else step["scale"],
+                              command=step.get("command", ""), commit=manifest.get("commit"),
                               data=step.get("data_note") or _data_of(step), machine=results.as_machine(
                                   manifest.get("machine") or {}), elapsed_s=manifest.get("elapsed_s"), date=started)
     return results.export(step["folder"], record, step["results_dir"])
@@ -627,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", nargs="+", default=[], metavar="[EXPERIMENT.]NAME=VALUE",
                    help="change a notebook parameter, e.g. for a short CPU run: epochs=1 "
                         "03_training.alexnet_warmup_epochs=0 05_sweeps.model=lenet")
-    p.add_argument("--results", default=results.ROOT, metavar="DIR",
-                   help="where each finished experiment's small files go (default: results/; never in --smoke)")
+    p.add_argument("--results", metavar="DIR",
+                   help=f"where each finished experiment's small files go (default: $NMEPLIB_RESULTS, else "
+                        f"{results.ROOT}/; with --smoke, only when given)")
     p.add_argument("--data-note", default="", metavar="TEXT",
                    help="which data this is, for the results' manifests (default: the dataset and folder names)")
     p.add_argument("--overwrite", action="store_true",
@@ -639,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m nmeplib reproduce", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     rows = reproduce(args.out_dir, smoke=args.smoke, hdf5=args.hdf5, only=args.only, overwrite=args.overwrite,
                      data_root=args.data_root, params=args.param, scale=args.scale, command=command,
-                     results_dir=args.results, data_note=args.data_note)
+                     results_dir=args.results or (None if args.smoke else results.default_root()), data_note=args.data_note)
     failed = [r["experiment"] for r in rows if r["status"] == "failed"]
     if failed:
         print(f"error: {', '.join(failed)} failed; the executed notebooks in {args.out_dir} hold the tracebacks; "

@@ -35,11 +35,17 @@ SUBMISSION_CHECK = "submission_check.json"   # what a submission.csv held, kept 
 MAX_FILE_BYTES = 2_000_000   # a figure or table above this is a mistake, not a result
 
 
+def default_root() -> str:
+    """Where ``reproduce`` writes results: ``$NMEPLIB_RESULTS`` when set (the test suite sets a
+    temporary folder, so no test writes into the repository), else ``results/``."""
+    return os.environ.get("NMEPLIB_RESULTS") or ROOT
+
+
 class ResultsError(NmeplibError, ValueError):
     """A results folder that cannot be read or written (one ``error:`` line)."""
 
 
-def commit() -> str:
+def working_commit() -> str:
     """The working tree's commit (short), with ``+changes`` when files differ from it; ``?`` outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -126,10 +132,11 @@ def _kept(path: Path) -> bool:
 
 def manifest(experiment: str, *, parts: str, parameters: Mapping[str, Any], scale: str, command: str,
              data: str, machine: Mapping[str, Any], elapsed_s: float | None = None,
-             date: str | None = None) -> dict[str, Any]:
-    """The manifest of one measured experiment (see the module's docstring)."""
+             date: str | None = None, commit: str | None = None) -> dict[str, Any]:
+    """The manifest of one measured experiment (see the module's docstring); ``commit`` defaults
+    to the working tree's."""
     return {"experiment": experiment, "parts": parts, "scale": scale, "data": data, "command": command,
-            "commit": commit(), "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+            "commit": commit or working_commit(), "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
             "machine": dict(machine), "parameters": dict(parameters), "elapsed_s": elapsed_s}
 
 
