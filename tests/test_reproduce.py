@@ -352,3 +352,56 @@ def test_a_removed_results_file_of_a_finished_experiment_is_gathered_again(tmp_p
     rows = _run_stub(out)
     assert rows[0]["status"] == "finished" and f"{rp.RESULTS} rebuilt" in rows[0]["note"] and _executions(out) == 1
     assert json.loads(results.read_text())["runs"] == before["runs"]
+
+
+# ----------------------------------------------------------------------------- results/ and GPU leases
+
+def _gpu_result(root: Path, name: str, elapsed_s: float, gpu: str = "NVIDIA H100 80GB HBM3") -> None:
+    from nmeplib.course import results
+
+    manifest = results.manifest(name, parts="x", parameters={}, scale="full", command="c", data="d",
+                                machine={"gpu": gpu, "cores": 16, "torch": "2.11"}, elapsed_s=elapsed_s,
+                                date="2026-12-01", commit="abc")
+    folder = root / name / results.folder_name(manifest)
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_lease_takes_the_most_useful_missing_pieces_that_fit(tmp_path):
+    assert rp.lease_pieces(10_000, [tmp_path / "none"])[:2] == ["05_lr", "05_batch_size"]
+    _gpu_result(tmp_path, "05_lr", 100)
+    _gpu_result(tmp_path, "05_batch_size", 900, gpu="NVIDIA H200")
+    taken = rp.lease_pieces(300, [tmp_path])
+    assert "05_lr" not in taken and "05_batch_size" not in taken and taken[0] == "05_augment"
+    assert sum(rp.H100_ESTIMATE_S[name] for name in taken) <= 300
+    # on an H100, the H200's batch-size result is not this GPU's: its recorded 900 s does not fit 300 s
+    on_h100 = rp.lease_pieces(300, [tmp_path], gpu="NVIDIA H100 80GB HBM3")
+    assert "05_batch_size" not in on_h100 and "05_lr" not in on_h100
+    assert rp.lease_pieces(2000, [tmp_path], gpu="NVIDIA H100 80GB HBM3")[:2] == ["05_batch_size", "05_augment"]
+
+
+def test_export_keeps_small_files_and_replaces_the_folder_whole(tmp_path):
+    from nmeplib.course import results
+
+    source = tmp_path / "work" / "05_lr"
+    run = source / "runs" / "lr" / "lr=0.001"
+    run.mkdir(parents=True)
+    for name in ("metrics.jsonl", "summary.json", "checkpoint_last.pt", "curves.png"):
+        (run / name).write_text("{}")
+    (source / "runs" / "lr.csv").write_text("name\nlr=0.001\n")
+    (source / "05_sweeps.ipynb").write_text("{}")
+    (source / "runs" / "submission.csv").write_text("Id,Category\n0,3\n1,0\n")
+    manifest = results.manifest("05_lr", parts="5.2", parameters={"epochs": 5}, scale="cpu", command="cmd",
+                                data="CIFAR-10", machine={"gpu": None, "cpu": "X", "cores": 2}, date="2026-12-07")
+    folder = results.export(source, manifest, tmp_path / "results")
+    assert folder == tmp_path / "results" / "05_lr" / "2026-12-07_cpu-2core_cpu"
+    kept = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert kept == ["manifest.json", "runs/lr.csv", "runs/lr/lr=0.001/metrics.jsonl", "runs/lr/lr=0.001/summary.json",
+                    "runs/submission_check.json"]
+    assert json.loads((folder / "runs" / "submission_check.json").read_text()) == {
+        "header": "Id,Category", "rows": 2, "first_id": 0, "last_id": 1, "min_class": 0, "max_class": 3}
+    assert json.loads((folder / "manifest.json").read_text())["machine"]["cores"] == 2
+    (source / "runs" / "lr.csv").unlink()
+    results.export(source, manifest, tmp_path / "results")
+    assert not (folder / "runs" / "lr.csv").exists()
+    assert [p.name for p in (tmp_path / "results" / "05_lr").iterdir()] == [folder.name]

@@ -112,6 +112,11 @@ CPU_ESTIMATE_S = {"01_datasets": 60, "03_training": 600, "05_lr": 470, "05_batch
 SMOKE_ESTIMATE_S = {"01_datasets": 30, "03_training": 75, "05_lr": 35, "05_batch_size": 35, "05_throughput": 20, "05_augment": 35,
                     "05_variations": 35, "06_resnet": 120, "07_kaggle": 85}
 GPU_BUDGET_S = 15 * 60
+# The order in which a short GPU lease takes the experiments still without a GPU result: the
+# sweeps first (the worksheet has no GPU run of them), then the runs whose GPU figures exist only
+# from an earlier benchmark. 07 needs the course's MediumImageNet file, which a lent GPU lacks.
+LEASE_ORDER = ("05_lr", "05_batch_size", "05_augment", "05_variations", "03_training", "06_resnet",
+               "05_throughput", "01_datasets")
 
 
 class ReproduceError(NmeplibError, ValueError):
@@ -275,6 +280,28 @@ def plan(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | None = 
                       "parts": spec["parts"], "skip": skip, "scale": scale,
                       "estimate_s": _estimate(name, smoke, hdf5, scale)})
     return steps
+
+
+def lease_pieces(budget_s: float, results_dirs: Iterable[str | os.PathLike], gpu: str | None = None) -> list[str]:
+    """The experiments a GPU lease of ``budget_s`` seconds should run: in :data:`LEASE_ORDER`, those
+    no folder of ``results_dirs`` holds a GPU result of (none of ``gpu``'s, when named), each while
+    its estimate still fits: the longest time a GPU result of it took (its manifest's
+    ``elapsed_s``), else :data:`H100_ESTIMATE_S`."""
+    found: dict[str, list] = {}
+    for folder in results_dirs:
+        if Path(folder).is_dir():
+            for name, measured in results.load(folder).items():
+                found.setdefault(name, []).extend(measured)
+    done = {name for name, measured in found.items()
+            if any(results.is_gpu(r) and (gpu is None or r["machine"].get("gpu") == gpu) for r in measured)}
+    taken, left = [], budget_s
+    for name in LEASE_ORDER:
+        timings = [r.get("elapsed_s") for r in found.get(name, []) if results.is_gpu(r) and r.get("elapsed_s")]
+        estimate = max(timings) if timings else H100_ESTIMATE_S[name]
+        if name not in done and estimate <= left:
+            taken.append(name)
+            left -= estimate
+    return taken
 
 
 def _matches(name: str) -> list[str]:
@@ -635,15 +662,27 @@ def main(argv: list[str] | None = None) -> int:
                         f"{results.ROOT}/; with --smoke, only when given)")
     p.add_argument("--data-note", default="", metavar="TEXT",
                    help="which data this is, for the results' manifests (default: the dataset and folder names)")
+    p.add_argument("--lease", type=float, metavar="SECONDS",
+                   help="a short GPU lease: run only the experiments without a GPU result in the results folder "
+                        "that fit SECONDS, the most useful first (benchmarks/gpu_lease.sh)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace experiments whose folders hold other parameters")
     args = p.parse_args(argv)
     if args.hdf5 and not Path(args.hdf5).is_file():
         raise FileNotFoundError(f"--hdf5 {args.hdf5}: no such file")
+    results_dir = args.results or (None if args.smoke else results.default_root())
+    if args.lease is not None:
+        if args.only:
+            raise ReproduceError("--lease picks the experiments itself: leave out --only")
+        gpu = results.this_machine()["gpu"]
+        args.only = lease_pieces(args.lease, dict.fromkeys([results.ROOT, results_dir or results.ROOT]), gpu)
+        print(f"reproduce --lease {args.lease:g}: {', '.join(args.only) or 'nothing missing fits'}", flush=True)
+        if not args.only:
+            return 0
     command = " ".join(["python -m nmeplib reproduce", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     rows = reproduce(args.out_dir, smoke=args.smoke, hdf5=args.hdf5, only=args.only, overwrite=args.overwrite,
                      data_root=args.data_root, params=args.param, scale=args.scale, command=command,
-                     results_dir=args.results or (None if args.smoke else results.default_root()), data_note=args.data_note)
+                     results_dir=results_dir, data_note=args.data_note)
     failed = [r["experiment"] for r in rows if r["status"] == "failed"]
     if failed:
         print(f"error: {', '.join(failed)} failed; the executed notebooks in {args.out_dir} hold the tracebacks; "
