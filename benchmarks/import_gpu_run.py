@@ -11,8 +11,9 @@ so ``python -m nmeplib worksheet`` shows it beside the runs ``reproduce`` made:
 
 * 03_training: AlexNet's 30 epochs (``alexnet_base``);
 * 06_resnet: ResNet18's 30 epochs (``resnet18_base``, the benchmark's time-to-accuracy run);
-* 05_throughput: images/s against batch size for AlexNet, ResNet18 and LeNet (the README's
-  ``measure_throughput`` figures: AdamW, bf16, channels_last).
+* 05_throughput: images/s against batch size: ResNet18 until out of memory (``python -m nmeplib
+  throughput --model resnet18`` on the same machine that day, as benchmarks/README.md quotes it),
+  AlexNet and LeNet from the README's ``measure_throughput`` figures (AdamW, bf16, channels_last).
 
 Nothing here is measured again; a file or line the folder lacks is an error naming it.
 """
@@ -70,6 +71,24 @@ def throughput_rows(text: str) -> list[dict]:
     return rows
 
 
+def command_rows(text: str) -> list[dict]:
+    """ResNet18's rows of ``python -m nmeplib throughput --model resnet18`` run until out of memory
+    on the same machine, as benchmarks/README.md quotes them (the run's own output was not kept)."""
+    match = re.search(r"throughput --model resnet18` on the same machine ran batch sizes 1 to ([\d,]+) in\s+\d+ s\s+"
+                      r"and printed each row as it was measured:\s+(.*?); ([\d,]+) ran out of\s+memory", text, re.S)
+    if not match:
+        raise SystemExit("error: benchmarks/README.md: no quoted run of 'throughput --model resnet18'")
+    rows = []
+    for speed, batch, memory in re.findall(r"([\d,]+)(?: img/s)? at ([\d,]+)(?: \(([\d.]+) GB)?",
+                                           match.group(2).replace("\n", " ")):
+        rows.append({"model": "resnet18", "batch_size": int(batch.replace(",", "")),
+                     "img_per_s": float(speed.replace(",", "")), "step_ms": "",
+                     "peak_mem_mb": float(memory) * 1024 if memory else "", "oom": False})
+    rows.append({"model": "resnet18", "batch_size": int(match.group(3).replace(",", "")), "img_per_s": "",
+                 "step_ms": "", "peak_mem_mb": "", "oom": True})
+    return rows
+
+
 def write_folder(root: Path, experiment: str, parts: str, facts: dict, command: str, files: dict) -> Path:
     machine = {"gpu": facts["gpu"], "cpu": None, "cores": facts["cores"], "torch": facts["torch"],
                "python": facts["python"], "load_average": None}
@@ -118,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
                              facts["bench_command"] + "  # its time-to-accuracy run: resnet18_base, 30 epochs", {
                                  "runs/metrics.jsonl": resnet, "runs/summary.json": summary(resnet, config, train_time)}))
 
-    rows = throughput_rows(text)
+    quoted = (Path(__file__).resolve().parent / "README.md").read_text()
+    rows = command_rows(quoted) + [row for row in throughput_rows(text) if row["model"] != "resnet18"]
     table = "model,batch_size,img_per_s,step_ms,peak_mem_mb,oom\n" + "".join(
         f"{r['model']},{r['batch_size']},{r['img_per_s']},{r['step_ms']},{r['peak_mem_mb']},{r['oom']}\n"
         for r in rows)
     made.append(write_folder(args.results, "05_throughput", "5.4", facts,
-                             "nmeplib.throughput.measure_throughput(model, img_size, batch_sizes, AdamW, bf16, "
-                             "channels_last), as quoted in the folder's README", {"runs/throughput.csv": table}))
+                             "python -m nmeplib throughput --model resnet18 (until out of memory; its rows as "
+                             "benchmarks/README.md quotes them); lenet and alexnet: measure_throughput (AdamW, bf16, "
+                             "channels_last) as the folder's README quotes them", {"runs/throughput.csv": table}))
     for folder in made:
         print(f"wrote {folder}")
     return 0
