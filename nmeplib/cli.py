@@ -254,11 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser().parse_args(argv)
         run = lambda: args.run(args)  # noqa: E731
-    from .runtime import init_distributed, shutdown_distributed
+    from .runtime import barrier, init_distributed, shutdown_distributed
 
     try:
         init_distributed()
         status = run()
+        # Every rank ends the command together: a rank leaving the process group while another
+        # still works (rank 0 writing predict's submission) can abort at exit in gloo's threads.
+        barrier()
     except (NmeplibError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
