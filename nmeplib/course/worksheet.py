@@ -15,7 +15,9 @@ same files.
 =============== ===================== =====================================================
 region           experiment            content
 =============== ===================== =====================================================
+``stats``        01_datasets           CIFAR-10's per-channel mean and std, measured and used
 ``examples``     01_datasets           one image per class, CIFAR-10 and the HDF5 file
+``memory``       03_training           peak memory while training, per model (and 06's ResNet18)
 ``training``     03_training           LeNet and AlexNet: accuracy, loss, time; curves
 ``lr``           05_lr                 learning-rate sweep; validation curves
 ``batch_size``   05_batch_size         batch-size sweep with training times; curves
@@ -395,6 +397,19 @@ def region_examples(view, figures: Path, figure: str):
     return text, written
 
 
+def region_stats(view, figures: Path, figure: str):
+    """CIFAR-10's per-channel mean and std measured on its training images, beside the constants used."""
+    result = view["01_datasets"]
+    rows = result["tables"].get("runs/cifar10_stats.csv")
+    if not rows:
+        raise _malformed(result, "no table 'runs/cifar10_stats.csv': 01_datasets.ipynb writes it")
+    table = [[r["channel"], _num(r["mean (data)"], 4), _num(r["mean (used)"], 4), _num(r["std (data)"], 4),
+              _num(r["std (used)"], 4)] for r in rows]
+    stamp = _provenance(result, "all 50,000 training images")
+    return (_heading(result, stamp) + _table(["channel", "mean (data)", "mean (used)", "std (data)", "std (used)"],
+                                             table) + "\n"), []
+
+
 def region_training(view, figures: Path, figure: str):
     result = view["03_training"]
     runs = {name: result["runs"].get(f"runs/{name}") for name in ("lenet", "alexnet")}
@@ -429,6 +444,24 @@ def _overfitting(runs: Mapping[str, Mapping]) -> str:
         notes.append(f"{name}: lowest validation loss at epoch {low['epoch']} of {len(history)}, final train − val "
                      f"accuracy {gap:+.1f} points")
     return "Measured: " + "; ".join(notes) + ".\n\n"
+
+
+def region_memory(view, figures: Path, figure: str):
+    """Peak memory while training, per model, as each run recorded it (no figure)."""
+    result = view["03_training"]
+    runs = {name: result["runs"].get(f"runs/{name}") for name in ("lenet", "alexnet")}
+    resnet = view.get("06_resnet", {}).get("runs", {}).get("runs")
+    runs["resnet18"] = resnet
+    rows = [[name, f"{run['settings']['img_size']} px", run["settings"].get("batch_size", "–"),
+             _num(_peak_mem(run), 0)] for name, run in runs.items() if run and _peak_mem(run) is not None]
+    if not rows:
+        return _heading(result, _provenance(result, "no run recorded its memory")), []
+    gpu = bool(result["machine"].get("gpu"))
+    what = ("CUDA's peak allocation by tensors (`torch.cuda.max_memory_allocated`)" if gpu else
+            "the peak resident memory of the whole notebook process, which only grows: each model's figure "
+            "includes the runtime and every model trained before it in the same kernel")
+    stamp = _provenance(result, f"peak memory while training: {what}")
+    return _heading(result, stamp) + _table(["model", "input", "batch", "peak memory (MB)"], rows) + "\n", []
 
 
 def _sweep_region(view, figures: Path, figure: str, sweep: str, key: str | None, label: str, title: str,
@@ -638,7 +671,9 @@ class Region:
 
 
 REGIONS: dict[str, Region] = {
+    "stats": Region("01_datasets", region_stats, "stats"),
     "examples": Region("01_datasets", region_examples, "examples"),
+    "memory": Region("03_training", region_memory, "memory"),
     "training": Region("03_training", region_training, "training"),
     "lr": Region("05_lr", region_lr, "lr"),
     "batch_size": Region("05_batch_size", region_batch_size, "batch_size"),
