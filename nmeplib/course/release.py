@@ -32,11 +32,14 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 WORKSHEET = "worksheet.md"
-STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures
+STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures; staff scripts
     "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
-    "tests/test_reproduce.py", "nmeplib/course/*", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*", "*/results/*",
-    "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh", "tests/test_user_facts.py",
+    "tests/test_reproduce.py", "nmeplib/course/*", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*",
+    "*/results/*", "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh", "tests/test_user_facts.py",
+    "benchmarks/gpu_lease.sh", "benchmarks/import_gpu_run.py",
 )
+
+
 class ReleaseError(NmeplibError, ValueError):
     """A marker problem or an unusable output folder; the message names the file and line."""
 
