@@ -182,6 +182,7 @@ PASSTHROUGH = {
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
     "reproduce": ("nmeplib.course.reproduce", "run every worksheet experiment through its notebook into a results folder"),
     "worksheet": ("nmeplib.course.worksheet", "rewrite worksheet.md's measured tables and figures from a results folder"),
+    "score": ("nmeplib.course.score", "score a submission.csv against the hidden test labels (the local leaderboard)"),
 }
 
 

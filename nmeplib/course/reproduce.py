@@ -489,18 +489,20 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
               only: Iterable[str] | None = None, overwrite: bool = False, data_root: str | None = None,
               params: Iterable[str] | None = None, scale: str = "full", command: str = "",
               results_dir: str | os.PathLike | None = None, data_note: str = "",
-              stream=None) -> list[dict[str, Any]]:
+              test_labels: str | os.PathLike | None = None, stream=None) -> list[dict[str, Any]]:
     """Run (or skip, or resume) each planned experiment; returns one status row per experiment.
 
     OUT_DIR is locked for the whole command (:func:`holding`); ``command`` (the command line) is
     recorded in each manifest. Each finished experiment's small files go to ``results_dir``
-    when given (``results.export``), with ``data_note`` saying which data it trained on."""
+    when given (``results.export``), with ``data_note`` saying which data it trained on. With
+    ``test_labels`` (the hidden labels of 07's file), 07's submission is scored against them
+    (``runs/score.json``), as Kaggle would."""
     stream = stream or sys.stdout
     out = Path(out_dir).resolve()
     steps = plan(out, smoke=smoke, hdf5=hdf5, only=only, data_root=data_root, params=params, scale=scale)
     for step in steps:
         step.update(command=command, results_dir=None if results_dir is None else str(results_dir),
-                    data_note=data_note)
+                    data_note=data_note, test_labels=None if test_labels is None else str(test_labels))
     check_out_dir(out)
     with holding(out):
         states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
@@ -581,10 +583,26 @@ def _keep_finished(step: Mapping[str, Any], out: Path, smoke: bool) -> str:
         manifest = {**_manifest(step, out, smoke, "finished"), "rebuilt_from_runs": True}
         ckpt.write_json(folder / MANIFEST, manifest)
         notes.append(f"{MANIFEST} rebuilt from its runs")
+    scored = _score(step)
+    if scored:
+        notes.append(scored)
     exported = _export(step, out, manifest)
     if exported:
         notes.append(f"results in {exported}")
     return "; ".join(notes)
+
+
+def _score(step: Mapping[str, Any]) -> str:
+    """Score the experiment's submission.csv against the hidden test labels, when both are there."""
+    submission = Path(step["folder"]) / "runs" / "submission.csv"
+    if not step.get("test_labels") or not submission.is_file():
+        return ""
+    from .score import score
+
+    result = score(submission, step["test_labels"])
+    ckpt.write_json(submission.with_name("score.json"), {**result, "submission": "runs/submission.csv",
+                                                         "labels": Path(step["test_labels"]).name})
+    return f"score {result['accuracy']:.2f}% on the hidden test labels"
 
 
 def _export(step: Mapping[str, Any], out: Path, manifest: Mapping[str, Any]) -> Path | None:
@@ -633,9 +651,10 @@ def _run_step(step: Mapping[str, Any], state: str, out: Path, smoke: bool) -> tu
     manifest.update(state="finished", elapsed_s=round(time.monotonic() - began, 1),
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat())
     ckpt.write_json(folder / MANIFEST, manifest)
+    notes = [_score(step)]
     exported = _export(step, out, manifest)
-    return ("resumed and finished" if state == "interrupted" else "finished"), \
-        (f"results in {exported}" if exported else "")
+    notes.append(f"results in {exported}" if exported else "")
+    return ("resumed and finished" if state == "interrupted" else "finished"), "; ".join(n for n in notes if n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -662,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{results.ROOT}/; with --smoke, only when given)")
     p.add_argument("--data-note", default="", metavar="TEXT",
                    help="which data this is, for the results' manifests (default: the dataset and folder names)")
+    p.add_argument("--test-labels", metavar="CSV",
+                   help="the hidden test labels of the --hdf5 file (make-hdf5 --test-labels): 07's submission is "
+                        "scored against them")
     p.add_argument("--lease", type=float, metavar="SECONDS",
                    help="a short GPU lease: run only the experiments without a GPU result in the results folder "
                         "that fit SECONDS, the most useful first (benchmarks/gpu_lease.sh)")
@@ -682,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m nmeplib reproduce", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     rows = reproduce(args.out_dir, smoke=args.smoke, hdf5=args.hdf5, only=args.only, overwrite=args.overwrite,
                      data_root=args.data_root, params=args.param, scale=args.scale, command=command,
-                     results_dir=results_dir, data_note=args.data_note)
+                     results_dir=results_dir, data_note=args.data_note, test_labels=args.test_labels)
     failed = [r["experiment"] for r in rows if r["status"] == "failed"]
     if failed:
         print(f"error: {', '.join(failed)} failed; the executed notebooks in {args.out_dir} hold the tracebacks; "

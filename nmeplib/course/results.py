@@ -27,7 +27,7 @@ MANIFEST = "manifest.json"
 ROOT = "results"
 # What a results folder keeps of a run folder: the run files by name, tables by suffix, and the
 # figures the worksheet shows as they are (they cannot be redrawn without the data).
-KEPT_NAMES = ("metrics.jsonl", "summary.json")
+KEPT_NAMES = ("metrics.jsonl", "summary.json", "score.json")
 KEPT_SUFFIXES = (".csv",)
 KEPT_FIGURES = ("predictions.png", "cifar10_examples.png", "medium_imagenet_examples.png")
 LEFT_OUT = ("submission.csv",)
@@ -230,5 +230,6 @@ def collect(folder: str | os.PathLike) -> dict[str, Any]:
             tables[path.relative_to(folder).as_posix()] = list(csv.DictReader(f))
     figures = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     checks = sorted(folder.rglob(SUBMISSION_CHECK))
+    scores = sorted(folder.rglob("score.json"))
     return {"runs": runs, "tables": tables, "figures": figures,
-            "submission": read_json(checks[0]) if checks else None}
+            "submission": read_json(checks[0]) if checks else None, "score": read_json(scores[0]) if scores else None}

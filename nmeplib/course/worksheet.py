@@ -646,6 +646,11 @@ def region_kaggle(view, figures, figure):
     check = result.get("submission")
     checked = (f"`submission.csv`: header `{check['header']}`, {check['rows']:,} rows, ids {check['first_id']}"
                f"…{check['last_id']}, classes {check['min_class']}…{check['max_class']}.\n\n") if check else ""
+    scored = result.get("score")
+    if scored:
+        checked += (f"Scored as Kaggle would, against the hidden test labels kept apart from the file "
+                    f"(`python -m nmeplib score`): **{scored['accuracy']:.2f}%** ({scored['correct']:,} of "
+                    f"{scored['rows']:,}), against {_pct(run['best_val_acc'])} best validation accuracy.\n\n")
     text = (_heading(result, stamp)
             + _table(["model", "px read", "trained on", "epochs", "classes", "best val acc", "training time"], rows)
             + "\n\n" + checked + _link(path.stem, "ResNet18 on the MediumImageNet-format file") + "\n")

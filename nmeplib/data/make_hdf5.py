@@ -77,6 +77,22 @@ def _test_items(folder: Path) -> Items:
     return [(p, -1) for p in sorted(files, key=lambda p: (p.name, str(p)))]
 
 
+def test_labels(src: str | os.PathLike) -> list[int]:
+    """The true labels of the test split that :func:`build_from_folder` writes from ``src``, in its
+    order: the class of each test image's folder (``src/test/<class>/...``). The file hides them;
+    course staff keep them apart to score submissions. An image outside a class folder has none."""
+    src = Path(src)
+    classes, splits = _collect(src, 0.0, 0)
+    labels = []
+    for path, _ in splits["test"]:
+        if path.parent.name not in classes or path.parent.parent != src / "test":
+            raise DatasetError(f"{path}: a test image outside the class folders of {src / 'test'} has no label")
+        labels.append(classes.index(path.parent.name))
+    if not labels:
+        raise DatasetError(f"{src}: no test/<class>/ images to take labels from")
+    return labels
+
+
 def _collect(src: Path, val_fraction: float, seed: int) -> tuple[list[str], dict[str, Items]]:
     """Class names and the (file, label) list of each split."""
     if not src.is_dir():
@@ -151,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of each class held out for val when there is no val folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for the val split and train order")
+    parser.add_argument("--test-labels", metavar="CSV",
+                        help="also write the test split's true labels (src/test/<class>/...) as Id,Category rows, "
+                             "kept apart from the file for python -m nmeplib score")
     args = parser.parse_args(argv)
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
@@ -158,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                              val_fraction=args.val_fraction, seed=args.seed)
     counts = ", ".join(f"{split} {n}" for split, n in info["num_samples"].items())
     print(f"{info['path']}: {info['num_classes']} classes, {info['img_size']} px, {counts}")
+    if args.test_labels:
+        labels = test_labels(args.src)
+        # A submission's format (Id,Category, ids 0..N-1), so python -m nmeplib score reads both alike.
+        rows = "Id,Category\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels))
+        atomic_write(args.test_labels, lambda f: f.write(rows), "w")
+        print(f"{args.test_labels}: the {len(labels)} test labels (keep them from students)")
     return 0
 
 
