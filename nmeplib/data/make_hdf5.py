@@ -77,7 +77,7 @@ def _test_items(folder: Path) -> Items:
     return [(p, -1) for p in sorted(files, key=lambda p: (p.name, str(p)))]
 
 
-def test_labels(src: str | os.PathLike) -> list[int]:
+def hidden_test_labels(src: str | os.PathLike) -> list[int]:
     """The true labels of the test split that :func:`build_from_folder` writes from ``src``, in its
     order: the class of each test image's folder (``src/test/<class>/...``). The file hides them;
     course staff keep them apart to score submissions. An image outside a class folder has none."""
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{split} {n}" for split, n in info["num_samples"].items())
     print(f"{info['path']}: {info['num_classes']} classes, {info['img_size']} px, {counts}")
     if args.test_labels:
-        labels = test_labels(args.src)
+        labels = hidden_test_labels(args.src)
         # A submission's format (Id,Category, ids 0..N-1), so python -m nmeplib score reads both alike.
         rows = "Id,Category\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels))
         atomic_write(args.test_labels, lambda f: f.write(rows), "w")
