@@ -182,6 +182,7 @@ PASSTHROUGH = {
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
     "reproduce": ("nmeplib.course.reproduce", "run every worksheet experiment through its notebook into a results folder"),
     "worksheet": ("nmeplib.course.worksheet", "rewrite worksheet.md's measured tables and figures from a results folder"),
+    "submit": ("nmeplib.handin", "check your models, worksheet and submission, then pack them into one zip"),
     "score": ("nmeplib.course.score", "score a submission.csv against the hidden test labels (the local leaderboard)"),
 }
 
@@ -252,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module = importlib.import_module(name)
         run = lambda: module.main(argv[1:])  # noqa: E731
+        if argv[:2] == ["check", "worksheet"]:   # the worksheet's check, beside the models'
+            from .handin import check_worksheet_main
+            run = lambda: check_worksheet_main(argv[2:])  # noqa: E731
     else:
         args = parser().parse_args(argv)
         run = lambda: args.run(args)  # noqa: E731
