@@ -80,6 +80,14 @@ def test_answers_blanked_and_unclosed_refused():
         release.strip_answers(text.replace("<!-- END ANSWER -->\n", ""), "w.md")
 
 
+def test_mark_schemes_leave_the_release_whole():
+    text = ("## Q?\n\n<!-- BEGIN ANSWER -->\nForty-two.\n<!-- END ANSWER -->\n<!-- BEGIN MARK SCHEME -->\n"
+            "2 points: forty-two.\n<!-- END MARK SCHEME -->\nNext.\n")
+    assert release.strip_worksheet(text, "w.md")[0] == "## Q?\n\nYOUR ANSWER HERE\nNext.\n"
+    with pytest.raises(release.ReleaseError, match="w.md:6: mark scheme is not closed"):
+        release.strip_worksheet(text.replace("<!-- END MARK SCHEME -->\n", ""), "w.md")
+
+
 def test_refuses_a_non_empty_folder(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     assert release.main([str(tmp_path)]) == 2
@@ -166,6 +174,7 @@ def test_release_has_no_solutions(student):
     assert "nmeplib/grading_reference.json" in files
     everything = "".join((student / f).read_text(errors="replace") for f in files if not f.startswith("nmeplib/course/"))
     assert "BEGIN SOLUTION" not in everything and "BEGIN ANSWER" not in everything
+    assert "MARK SCHEME" in (ROOT / "worksheet.md").read_text() and "MARK SCHEME" not in everything
     alexnet = (student / "nmeplib/models/alexnet.py").read_text()
     assert "nn.Conv2d(3, 64" not in alexnet and "57,044,810 parameters for 10 classes" in alexnet
     assert "BasicBlock(in_ch, out_ch" not in (student / "nmeplib/models/resnet.py").read_text()

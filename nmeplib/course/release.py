@@ -31,6 +31,8 @@ from ..errors import NmeplibError
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ANSWER_BEGIN, ANSWER_END = "<!-- BEGIN ANSWER", "<!-- END ANSWER -->"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
+# The staff's rubric beside an answer: dropped from the release whole, with no placeholder.
+MARK_BEGIN, MARK_END = "<!-- BEGIN MARK SCHEME -->", "<!-- END MARK SCHEME -->"
 WORKSHEET = "worksheet.md"
 STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and figures; staff scripts
     "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
@@ -112,6 +114,32 @@ def strip_answers(text: str, path: str) -> tuple[str, list[Region]]:
     return "".join(out), regions
 
 
+def strip_mark_schemes(text: str, path: str) -> str:
+    """``text`` without its mark-scheme regions (markers included); an unclosed one is an error."""
+    out: list[str] = []
+    start = None
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        stripped = line.strip()
+        if stripped == MARK_BEGIN:
+            if start is not None:
+                raise ReleaseError(f"{path}:{start}: mark scheme is not closed by {MARK_END!r}")
+            start = number
+        elif stripped == MARK_END:
+            if start is None:
+                raise ReleaseError(f"{path}:{number}: {MARK_END!r} without a {MARK_BEGIN!r} before it")
+            start = None
+        elif start is None:
+            out.append(line)
+    if start is not None:
+        raise ReleaseError(f"{path}:{start}: mark scheme is not closed by {MARK_END!r}")
+    return "".join(out)
+
+
+def strip_worksheet(text: str, path: str) -> tuple[str, list[Region]]:
+    """The worksheet as students get it: mark schemes dropped, answers blanked."""
+    return strip_answers(strip_mark_schemes(text, path), path)
+
+
 def strip_notebook(text: str, path: str) -> tuple[str, list[Region]]:
     """A notebook with its code cells' solution regions stubbed and every output cleared."""
     notebook = json.loads(text)
@@ -143,7 +171,7 @@ def build_release(root: Path) -> tuple[dict[str, bytes], list[Region]]:
     regions: list[Region] = []
     for path in tracked_files(root):
         data = (root / path).read_bytes()
-        strip = (strip_answers if path == WORKSHEET else strip_notebook if path.endswith(".ipynb")
+        strip = (strip_worksheet if path == WORKSHEET else strip_notebook if path.endswith(".ipynb")
                  else strip_solutions if path.endswith(".py") else None)
         if strip is not None:
             text, found = strip(data.decode(), path)
