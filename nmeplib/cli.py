@@ -126,7 +126,7 @@ def _throughput(args: argparse.Namespace, overrides: list[str]) -> int:
     """``train --throughput``: the old ``THROUGHPUT_MODE``, as the ``throughput`` command for the
     config's model, image size, optimizer and classes, up to its batch size."""
     from .data.build import model_classes
-    from .batch_sizes import main as throughput
+    from .throughput import main as throughput
 
     if not args.config:
         raise ConfigError("--throughput needs --config (or --cfg): the model and sizes to measure")
@@ -177,7 +177,7 @@ class _Pairs(argparse.Action):
 # Commands with their own argument parsers: everything after the command name goes to them.
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
-    "throughput": ("nmeplib.batch_sizes", "training images/s and peak memory vs batch size"),
+    "throughput": ("nmeplib.throughput", "training images/s and peak memory vs batch size"),
     "release": ("nmeplib.course.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
     "reproduce": ("nmeplib.course.reproduce", "run every worksheet experiment through its notebook into a results folder"),
