@@ -1,7 +1,7 @@
 """Helpers for the workbook's notebooks, used as ``import nmeplib.workbook as wb``.
 
 ``settings``: paths, smoke mode and configs from notebook parameters; ``views``: what a dataset
-split looks like; ``models``: model comparison tables; ``runs``: results of finished runs;
+split looks like; ``compare``: model comparison tables; ``runs``: results of finished runs;
 ``check``: grade the student's AlexNet or ResNet18 (``nmeplib.grading``); ``format_table`` and
 ``save_table``: result tables (``nmeplib.tables``); ``execute``: sweep members run as notebooks;
 ``check_parameters``: refuse a parameter papermill injected that the notebook does not declare
@@ -18,7 +18,7 @@ from .runs import prediction_grid, read_summary, run_row, summary_row, with_spee
 from .views import (
     augment_examples, channel_stats, class_counts, example_grid, examples_per_class,
     image_explorer, plot_augment, plot_class_counts, read_images, split_sizes, stats_table)
-from .models import flatten_width, memory_note, model_table, plot_model_comparison
+from .compare import flatten_width, memory_note, model_table, plot_model_comparison
 
 __all__ = [
     "DEMO_HDF5", "HYPERPARAMETERS", "PARAMETER_KEYS", "SMOKE_ENV", "SMOKE_IMG_SIZE",
