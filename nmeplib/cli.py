@@ -1,4 +1,12 @@
-"""``python -m nmeplib {train,predict,summary,make-hdf5,throughput}``.
+"""``python -m nmeplib COMMAND``: the package's command line.
+
+Commands: ``train`` (a model from a config), ``predict`` (a Kaggle submission.csv from a
+checkpoint), ``summary`` (a config's model, layer by layer), ``make-hdf5`` (an image folder tree
+as a MediumImageNet-format HDF5 file), ``throughput`` (training images/s and peak memory per
+batch size) and ``check`` (grade the student's AlexNet and ResNet18); for course staff,
+``release`` (the student repository), ``reproduce`` (every worksheet experiment through its
+notebook) and ``worksheet`` (worksheet.md's measured tables and figures from those results).
+The last six have their own argument parsers (``PASSTHROUGH``).
 
 Every expected failure (a bad config key, a missing or malformed file, a run folder in use, a
 full disk, a diverged run) ends with one line ``error: ...`` naming what is wrong and exit

@@ -32,13 +32,13 @@ def usable_cpus() -> int:
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
-_FITTED: set[tuple[int, int]] = set()
+_WARNED: set[tuple[int, int]] = set()
 
 
 SMALL_MACHINE = 2  # cores: with this few, reading in the training process beats any worker
 
 
-def fit_workers(requested: int) -> int:
+def worker_count(requested: int) -> int:
     """Loader worker processes for ``DATA.NUM_WORKERS=requested``. Asked for more than the cores
     this process may use (:func:`usable_cpus`), the loader starts one per core, since more only
     take turns on them; on a machine of ``SMALL_MACHINE`` cores or fewer it reads in the training
@@ -49,8 +49,8 @@ def fit_workers(requested: int) -> int:
     if requested <= usable:
         return requested
     fitted = usable if usable > SMALL_MACHINE else 0
-    if (requested, fitted) not in _FITTED:
-        _FITTED.add((requested, fitted))
+    if (requested, fitted) not in _WARNED:
+        _WARNED.add((requested, fitted))
         how = f"starts {fitted} worker(s)" if fitted else "reads in this process (as DATA.NUM_WORKERS=0)"
         warnings.warn(f"DATA.NUM_WORKERS={requested} but this process may use {usable} CPU core(s); "
                       f"the loader {how}", RuntimeWarning, stacklevel=2)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ConfigError, DatasetError
-from ..runtime import default_device, fit_workers, rank_and_world
+from ..runtime import default_device, worker_count, rank_and_world
 from . import cifar, digits, hdf5
 from .augment import Augment
 from .hdf5 import SPLITS
@@ -204,7 +204,7 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
         from .stream import HDF5Blocks
         blocks = HDF5Blocks(dataset.path, split, config.DATA.BATCH_SIZE, shuffle=shuffle, seed=config.SEED,
                             rank=rank, world_size=world, drop_last=train)
-        loader = StreamLoader(blocks, aug, num_workers=fit_workers(config.DATA.NUM_WORKERS), seed=config.SEED, device=device)
+        loader = StreamLoader(blocks, aug, num_workers=worker_count(config.DATA.NUM_WORKERS), seed=config.SEED, device=device)
     if train and len(loader) == 0:
         raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the {loader.num_samples} training "
                           f"images of this process")
