@@ -179,12 +179,15 @@ def in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell" and bool(getattr(kernel, "_allow_stdin", True))
 
 
-def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, **kwargs):
+def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, *, show: bool = True,
+             **kwargs):
     """A tqdm bar in a terminal or JupyterLab (a widget); none in logs, headless notebook runs and
-    ranks other than 0, where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it everywhere."""
+    ranks other than 0, where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it
+    everywhere, and ``show=False`` for this loop (a caller that runs many tiny ones)."""
     from tqdm.auto import tqdm
 
     interactive = in_notebook() or sys.stderr.isatty()
-    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive or rank_and_world()[0] != 0
+    quiet = (not show or os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive
+             or rank_and_world()[0] != 0)
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True,
                 **kwargs)

@@ -49,3 +49,10 @@ def test_a_small_machine_reads_in_process_when_asked_for_more_workers(cores, mon
         assert runtime.worker_count(2) == 2             # as many as cores: as asked
     with pytest.warns(RuntimeWarning, match=r"may use 2 CPU core\(s\); the loader reads in this process"):
         assert runtime.worker_count(8) == 0
+
+
+def test_a_progress_bar_shown_false_stays_off_where_one_would_show(monkeypatch):
+    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
+    monkeypatch.delenv("NMEPLIB_PROGRESS", raising=False)
+    assert runtime.progress(range(3)).disable is False
+    assert runtime.progress(range(3), show=False).disable is True

@@ -83,6 +83,16 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
     assert [r["batch_size"] for r in sweep] == [4]
 
 
+def test_the_engine_shows_no_progress_bar_for_the_timed_steps(monkeypatch):
+    from nmeplib import engine
+
+    shown, real = [], engine.progress
+    monkeypatch.setattr(engine, "progress", lambda *args, **kwargs: shown.append(kwargs.get("show")) or
+                        real(*args, **kwargs))
+    measure_throughput("lenet", batch_sizes=[2], **QUICK)
+    assert shown and not any(shown)
+
+
 def test_command_line_prints_each_row_as_it_is_measured(monkeypatch):
     events = []
 
