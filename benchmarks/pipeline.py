@@ -39,7 +39,7 @@ from nmeplib.data.hdf5 import images_key, labels_key, write_hdf5
 from nmeplib.engine import fit, run_epoch
 from nmeplib.models import build_model_from_config
 from nmeplib.optim import build_optimizer
-from nmeplib.runtime import default_device, fit_workers, synchronize
+from nmeplib.runtime import default_device, worker_count, synchronize
 
 MODELS = {"lenet": 32, "alexnet": 70, "resnet18": 32}   # model -> the image size it trains at
 HDF5_SIZE = 96
@@ -300,7 +300,7 @@ def hdf5_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> l
     small = args.hdf5_images < 2 * 256   # a test's tiny file: the shipped batch would not fit
     shipped = load_config("resnet18_medium_imagenet",
                           [f"DATA.ROOT={path}", *([f"DATA.BATCH_SIZE={args.batch_size}"] if small else [])])
-    batch, workers = shipped.DATA.BATCH_SIZE, fit_workers(shipped.DATA.NUM_WORKERS)
+    batch, workers = shipped.DATA.BATCH_SIZE, worker_count(shipped.DATA.NUM_WORKERS)
 
     def plain(**sizes) -> float:
         return loader_rate(plain_loader(PlainHDF5(str(path), HDF5_SIZE), args, persistent=True, **sizes), args,

@@ -1,4 +1,12 @@
-"""``python -m nmeplib {train,predict,summary,make-hdf5,throughput}``.
+"""``python -m nmeplib COMMAND``: the package's command line.
+
+Commands: ``train`` (a model from a config), ``predict`` (a Kaggle submission.csv from a
+checkpoint), ``summary`` (a config's model, layer by layer), ``make-hdf5`` (an image folder tree
+as a MediumImageNet-format HDF5 file), ``throughput`` (training images/s and peak memory per
+batch size) and ``check`` (grade the student's AlexNet and ResNet18); for course staff,
+``release`` (the student repository), ``reproduce`` (every worksheet experiment through its
+notebook) and ``worksheet`` (worksheet.md's measured tables and figures from those results).
+The last six have their own argument parsers (``PASSTHROUGH``).
 
 Every expected failure (a bad config key, a missing or malformed file, a run folder in use, a
 full disk, a diverged run) ends with one line ``error: ...`` naming what is wrong and exit
@@ -126,7 +134,7 @@ def _throughput(args: argparse.Namespace, overrides: list[str]) -> int:
     """``train --throughput``: the old ``THROUGHPUT_MODE``, as the ``throughput`` command for the
     config's model, image size, optimizer and classes, up to its batch size."""
     from .data.build import model_classes
-    from .batch_sizes import main as throughput
+    from .throughput import main as throughput
 
     if not args.config:
         raise ConfigError("--throughput needs --config (or --cfg): the model and sizes to measure")
@@ -177,7 +185,7 @@ class _Pairs(argparse.Action):
 # Commands with their own argument parsers: everything after the command name goes to them.
 PASSTHROUGH = {
     "make-hdf5": ("nmeplib.data.make_hdf5", "build a MediumImageNet-format HDF5 file from an image folder tree"),
-    "throughput": ("nmeplib.batch_sizes", "training images/s and peak memory vs batch size"),
+    "throughput": ("nmeplib.throughput", "training images/s and peak memory vs batch size"),
     "release": ("nmeplib.course.release", "write the student repository: solutions stubbed, worksheet answers blanked"),
     "check": ("nmeplib.grading", "grade AlexNet and ResNet18: parameters, shapes, gradients, forward, training"),
     "reproduce": ("nmeplib.course.reproduce", "run every worksheet experiment through its notebook into a results folder"),

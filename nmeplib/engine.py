@@ -62,12 +62,13 @@ def _gather(tensor: torch.Tensor) -> torch.Tensor:
 
 def run_epoch(model: nn.Module, loader, device: torch.device, *, optimizer: torch.optim.Optimizer | None = None,
               schedule: Schedule | None = None, label_smoothing: float = 0.0, desc: str = "",
-              keep_predictions: bool = False) -> dict:
+              keep_predictions: bool = False, show_progress: bool = True) -> dict:
     """One pass over ``loader``: trains when given an optimizer, else only measures.
 
     Returns ``loss`` (mean over labelled images), ``acc`` (percent), ``count``, ``time_s``,
     ``img_per_s`` and, with ``keep_predictions``, ``predictions`` and ``labels`` in loader
-    order. Labels of -1 (hidden) count in neither loss nor accuracy.
+    order. Labels of -1 (hidden) count in neither loss nor accuracy. ``show_progress=False``
+    keeps the progress bar (``runtime.progress``) off even where one would show.
     """
     training = optimizer is not None
     model.train(training)
@@ -77,7 +78,7 @@ def run_epoch(model: nn.Module, loader, device: torch.device, *, optimizer: torc
     seen, predictions, labels = 0, [], []
     synchronize(device)
     start = time.perf_counter()
-    bar = progress(loader, desc, total=len(loader))
+    bar = progress(loader, desc, total=len(loader), show=show_progress)
     with torch.set_grad_enabled(training):
         for step, (x, y) in enumerate(bar):
             if device.type == "cuda":

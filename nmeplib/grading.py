@@ -82,7 +82,7 @@ class GradingError(NmeplibError, ValueError):
     """``check`` cannot grade at all (its reference file is unreadable): one ``error:`` line."""
 
 
-def build(name: str, num_classes: int = 10) -> nn.Module:
+def student_model(name: str, num_classes: int = 10) -> nn.Module:
     """The student's model (or the solution, in the solved repository), dropout off."""
     from .models import build_model
 
@@ -92,7 +92,8 @@ def build(name: str, num_classes: int = 10) -> nn.Module:
         raise NotImplementedYet(str(err)) from err
 
 
-def run(model: nn.Module, x: Tensor) -> Tensor:
+def student_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)``, a stub's NotImplementedError reported as a part not written yet."""
     try:
         return model(x)
     except NotImplementedError as err:
@@ -160,7 +161,7 @@ def trace(model: nn.Module, x: Tensor) -> tuple[list[dict | None], Tensor]:
     handles = [m.register_forward_hook(hook(i)) for i, (_, m) in enumerate(layers)]
     try:
         with torch.no_grad():
-            logits = run(model, x)
+            logits = student_forward(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -170,8 +171,8 @@ def trace(model: nn.Module, x: Tensor) -> tuple[list[dict | None], Tensor]:
 def reference_record(name: str) -> dict:
     """What the solution computes: parameter counts, state tensor shapes, layer summaries, logits."""
     spec = SPECS[name]
-    counts = {str(c): sum(p.numel() for p in build(name, c).parameters()) for c in CLASSES}
-    model = build(name).eval()
+    counts = {str(c): sum(p.numel() for p in student_model(name, c).parameters()) for c in CLASSES}
+    model = student_model(name).eval()
     fixed_weights(model)
     layers, logits = trace(model, fixed_input(spec.forward_size))
     return {"params": counts, "tensors": [[k, list(v.shape)] for k, v in state_tensors(model)],
@@ -222,7 +223,7 @@ def relative_error(a: dict, b: dict) -> float:
 
 
 def check_params(name: str, ref: dict) -> str:
-    problems, models = [], {classes: build(name, classes) for classes in CLASSES}
+    problems, models = [], {classes: student_model(name, classes) for classes in CLASSES}
     for classes, model in models.items():
         got, want = sum(p.numel() for p in model.parameters()), ref["params"][str(classes)]
         if got != want:
@@ -245,11 +246,11 @@ def tensor_mismatch(model: nn.Module, ref: dict) -> str:
 
 
 def check_shapes(name: str, spec: Spec) -> str:
-    model = build(name).eval()
+    model = student_model(name).eval()
     problems = []
     for size in spec.sizes:
         with torch.no_grad():
-            out = run(model, torch.zeros(BATCH, 3, size, size))
+            out = student_forward(model, torch.zeros(BATCH, 3, size, size))
         if tuple(out.shape) != (BATCH, 10):
             problems.append(f"input {BATCH}x3x{size}x{size} gives {tuple(out.shape)}, expected ({BATCH}, 10)")
         elif not torch.isfinite(out).all():
@@ -260,8 +261,8 @@ def check_shapes(name: str, spec: Spec) -> str:
 
 def check_grads(name: str, spec: Spec) -> str:
     torch.manual_seed(SEED)
-    model = build(name).train()
-    loss = F.cross_entropy(run(model, fixed_input(spec.train_size)), torch.arange(BATCH))
+    model = student_model(name).train()
+    loss = F.cross_entropy(student_forward(model, fixed_input(spec.train_size)), torch.arange(BATCH))
     if not torch.isfinite(loss):
         return f"the loss is {loss.item()}: the logits hold NaN or infinite values"
     loss.backward()
@@ -276,7 +277,7 @@ NON_FINITE = {"in": "receives NaN or infinite values", "out": "computes NaN or i
 
 
 def check_forward(name: str, spec: Spec, ref: dict) -> str:
-    model = build(name).eval()
+    model = student_model(name).eval()
     if mismatch := tensor_mismatch(model, ref):
         return f"cannot load the fixed weights: {mismatch}"
     fixed_weights(model)
@@ -307,7 +308,7 @@ def check_train(name: str, spec: Spec) -> str:
     from .data.digits import load_split, mean_std
 
     torch.manual_seed(SEED)
-    model = build(name).train()
+    model = student_model(name).train()
     images, labels = load_split("train", spec.train_size)
     picked = torch.cat([torch.nonzero(labels == c)[: spec.per_class, 0] for c in range(10)])
     mean, std = (torch.tensor(v)[:, None, None] for v in mean_std(spec.train_size))
@@ -315,7 +316,7 @@ def check_train(name: str, spec: Spec) -> str:
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0, fused=True)
     accuracy, losses = 0.0, []
     for step in range(1, spec.steps + 1):
-        logits = run(model, x)
+        logits = student_forward(model, x)
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             return f"the loss is {loss.item()} at step {step}: the logits hold NaN or infinite values"

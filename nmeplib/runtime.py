@@ -32,13 +32,13 @@ def usable_cpus() -> int:
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
-_FITTED: set[tuple[int, int]] = set()
+_WARNED: set[tuple[int, int]] = set()
 
 
 SMALL_MACHINE = 2  # cores: with this few, reading in the training process beats any worker
 
 
-def fit_workers(requested: int) -> int:
+def worker_count(requested: int) -> int:
     """Loader worker processes for ``DATA.NUM_WORKERS=requested``. Asked for more than the cores
     this process may use (:func:`usable_cpus`), the loader starts one per core, since more only
     take turns on them; on a machine of ``SMALL_MACHINE`` cores or fewer it reads in the training
@@ -49,8 +49,8 @@ def fit_workers(requested: int) -> int:
     if requested <= usable:
         return requested
     fitted = usable if usable > SMALL_MACHINE else 0
-    if (requested, fitted) not in _FITTED:
-        _FITTED.add((requested, fitted))
+    if (requested, fitted) not in _WARNED:
+        _WARNED.add((requested, fitted))
         how = f"starts {fitted} worker(s)" if fitted else "reads in this process (as DATA.NUM_WORKERS=0)"
         warnings.warn(f"DATA.NUM_WORKERS={requested} but this process may use {usable} CPU core(s); "
                       f"the loader {how}", RuntimeWarning, stacklevel=2)
@@ -179,12 +179,15 @@ def in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell" and bool(getattr(kernel, "_allow_stdin", True))
 
 
-def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, **kwargs):
+def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, *, show: bool = True,
+             **kwargs):
     """A tqdm bar in a terminal or JupyterLab (a widget); none in logs, headless notebook runs and
-    ranks other than 0, where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it everywhere."""
+    ranks other than 0, where the per-epoch line says enough. ``NMEPLIB_PROGRESS=0`` hides it
+    everywhere, and ``show=False`` for this loop (a caller that runs many tiny ones)."""
     from tqdm.auto import tqdm
 
     interactive = in_notebook() or sys.stderr.isatty()
-    quiet = os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive or rank_and_world()[0] != 0
+    quiet = (not show or os.environ.get("NMEPLIB_PROGRESS", "1") == "0" or not interactive
+             or rank_and_world()[0] != 0)
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=quiet, mininterval=1.0, dynamic_ncols=True,
                 **kwargs)

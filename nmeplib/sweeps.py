@@ -5,24 +5,22 @@
 Finished members are read back instead of retrained and interrupted ones resume, so an
 interrupted sweep is finished by calling it again; a member folder holding a finished run of
 other settings is refused unless ``overwrite=True``, and one that another process trains in is
-never touched. Members run either in this process
-(``runner="library"``) or by executing a notebook with papermill (``runner="papermill"``).
+never touched. A runner trains each member: :class:`Runner`, the default, in this process with
+``fit``; ``nmeplib.workbook.execute.NotebookRunner`` by executing a notebook per member.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import checkpoint as ckpt
 from .config import Config, parse_override, from_dict, load_config
 from .engine import TrainingDiverged, fit
 from .files import read_json, read_metrics
 from .runstate import PLACE, read_run
-from .workbook import execute
 
-RUNNERS = ("library", "papermill")
 STATE_WORDS = {"done": "finished, skipped", "partial": "resuming", "new": "training"}
 RESULT_COLUMNS = ("best_val_acc", "final_val_acc", "best_epoch", "epochs", "time_per_epoch_s", "total_time_s",
                   "output", "status")
@@ -133,6 +131,35 @@ def _claim(name: str, folder: Path, config: Config, keys: Sequence[str] | None, 
         raise ckpt.OutputError(f"sweep member {name!r}: {err}") from None
 
 
+class Runner:
+    """Trains one sweep member into its folder, ``config.OUTPUT``: this one in this process, with
+    ``fit`` (resuming from the folder's checkpoint when ``resume``).
+
+    The default runner and the base of others, which may also override :meth:`compared_keys`
+    and :meth:`check`. Any function ``runner(config, overrides, resume=...)`` serves as well,
+    with these two as here.
+    """
+
+    def compared_keys(self, overrides: Mapping[str, Any]) -> list[str] | None:
+        """The settings a finished run in a member's folder must share with the member to be
+        kept or resumed; None: every setting but the run's place (``runstate.PLACE``)."""
+        return None
+
+    def check(self, config: Config, overrides: Mapping[str, Any], *, resume: bool) -> None:
+        """Refuse a member this runner cannot train, before any member of the sweep trains."""
+
+    def __call__(self, config: Config, overrides: Mapping[str, Any], *, resume: bool) -> None:
+        fit(config, resume=resume)
+
+
+SweepRunner = Callable[..., None]  # a Runner, or any function runner(config, overrides, resume=...)
+
+
+def _compared_keys(runner: SweepRunner, overrides: Mapping[str, Any]) -> list[str] | None:
+    compared = getattr(runner, "compared_keys", None)
+    return compared(overrides) if compared is not None else None
+
+
 def _result_row(name: str, values: dict, folder: Path, status: str, **extra: Any) -> dict:
     """One results-table row: the member's values and its run's results (None for a failed member)."""
     if status != "failed" and read_json(folder / ckpt.SUMMARY) is None:
@@ -144,9 +171,8 @@ def _result_row(name: str, values: dict, folder: Path, status: str, **extra: Any
 
 
 def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides] | Sequence[Overrides], *,
-              output_root: str | os.PathLike, group: str | None = None, runner: str = "library",
-              notebook: str | os.PathLike | None = None, resume: bool = True,
-              overwrite: bool = False) -> list[dict]:
+              output_root: str | os.PathLike, group: str | None = None, runner: SweepRunner | None = None,
+              resume: bool = True, overwrite: bool = False) -> list[dict]:
     """Train each member of a sweep in turn and return one results row per member.
 
     ``base`` is a Config or a config name/path; ``members`` maps a name to its overrides
@@ -165,36 +191,36 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
     nothing of its run is touched.
     A member whose loss diverges gets status ``failed`` and an ``error``; the sweep goes on.
 
-    ``runner="papermill"`` executes ``notebook`` (default ``notebooks/04_alexnet.ipynb``) per
-    member with the overrides as parameters (``workbook.execute``), keeping the executed
-    copy in the member's folder. The notebook holds the base settings: of ``base`` only
-    TRAIN.EPOCHS is passed on (and the overridden keys' values). It resumes only if it declares
-    a ``resume`` parameter; otherwise an interrupted member starts again.
+    ``runner`` trains each member that is not read back: ``runner(config, overrides, resume=...)``
+    with the member's full config (its folder is ``config.OUTPUT``); None is :class:`Runner`, which
+    trains in this process. ``nmeplib.workbook.execute.NotebookRunner`` executes a notebook per
+    member instead (the course's notebooks pick one by name: ``wb.sweep_runner("papermill")``).
+    A runner's ``compared_keys`` says which settings make a finished run the member's own, and its
+    ``check`` refuses a member before the first one trains.
 
     Rows hold ``name``, the overridden values, ``best_val_acc``, ``final_val_acc``, ``best_epoch``,
     ``epochs``, ``time_per_epoch_s`` and ``total_time_s`` (training plus validation, see
     ``checkpoint.run_row``), ``output`` and ``status`` (``ran``, ``skipped`` or ``failed``).
     """
-    if runner not in RUNNERS:
-        raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+    runner = Runner() if runner is None else runner
+    if not callable(runner):
+        raise TypeError(f"runner must be a callable such as sweeps.Runner(), not {runner!r}; the notebooks' "
+                        f"runner names map to one through nmeplib.workbook.sweep_runner")
+    check = getattr(runner, "check", None)
     root = Path(output_root)
     group = group or root.resolve().name
     named = _named(members)
     folders = {name: root / safe_name(name) for name in named}
     if len(set(folders.values())) < len(folders):
         raise ValueError(f"sweep member names clash as folder names: {', '.join(named)}")
-    declared: dict = {}
-    if runner == "papermill":
-        notebook, declared = execute.declared_parameters(notebook)
     plan = []  # built and checked first, so a bad override or a refused folder stops the sweep before it trains
     for name, overrides in named.items():
         sweep_keys = {"OUTPUT": str(folders[name]), "WANDB.GROUP": group, "WANDB.NAME": name}
         config = _member_config(base, {**overrides, **sweep_keys})
-        # A notebook member applies its own base settings: compare only what the sweep sets.
-        keys = [*overrides, "TRAIN.EPOCHS"] if runner == "papermill" else None
+        keys = _compared_keys(runner, overrides)
         state = _claim(name, folders[name], config, keys, resume=resume, overwrite=overwrite, clear=False)
-        if runner == "papermill":
-            execute.notebook_parameters(notebook, declared, overrides, config, state == "partial")
+        if check is not None:
+            check(config, overrides, resume=state == "partial")
         plan.append((name, overrides, config, keys))
 
     results = []
@@ -207,12 +233,7 @@ def run_sweep(base: Config | str | os.PathLike, members: Mapping[str, Overrides]
             results.append(_result_row(name, values, folder, "skipped"))
             continue
         try:
-            if runner == "papermill":
-                execute.run_notebook(notebook, folder,
-                                     execute.notebook_parameters(notebook, declared, overrides, config,
-                                                                 state == "partial"))
-            else:
-                fit(config, resume=state == "partial")
+            runner(config, overrides, resume=state == "partial")
         except TrainingDiverged as err:
             print(f"{name}: {err}", flush=True)
             results.append(_result_row(name, values, folder, "failed", error=str(err)))

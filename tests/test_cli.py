@@ -55,6 +55,16 @@ def test_help_for_each_command():
         assert result.returncode == 0 and "usage" in result.stdout.lower()
 
 
+def test_module_docstring_names_every_command():
+    import argparse
+
+    from nmeplib import cli
+
+    [commands] = [action.choices for action in cli.parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    assert set(commands) >= set(cli.PASSTHROUGH)
+    assert [name for name in commands if f"``{name}``" not in cli.__doc__] == []
+
+
 def test_predict_writes_submission(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=1", "--output", str(out)]) == 0

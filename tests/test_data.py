@@ -211,6 +211,7 @@ def test_tensor_loader_defaults_keep_every_image_of_one_process_seeded_zero():
     assert [len(y) for y in got] == [4] * 7 + [2] and sorted(torch.cat(got).tolist()) == list(range(30))
     assert all(torch.equal(a, b) for a, (_, b) in zip(got, spelt))
     assert plain.images.device.type == "cpu"
+    assert plain.split is None and TensorLoader(images, labels, 4, Spy(), shuffle=False, split="s").split == "s"
 
 
 def test_tensor_loader_training_order_is_the_documented_permutation():

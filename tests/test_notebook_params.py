@@ -92,6 +92,32 @@ def test_run_notebook_refuses_an_unknown_parameter_before_papermill_starts(tmp_p
     assert not (tmp_path / "member").exists()
 
 
+def test_notebooks_dir_comes_from_the_setting_or_the_working_tree(tmp_path, monkeypatch):
+    from nmeplib.workbook import execute
+    from nmeplib.workbook.settings import NotebooksNotFound, notebooks_dir
+
+    monkeypatch.delenv("NMEPLIB_NOTEBOOKS", raising=False)
+    for where in (ROOT, ROOT / "nmeplib" / "workbook", NOTEBOOK_DIR):
+        monkeypatch.chdir(where)
+        assert notebooks_dir() == NOTEBOOK_DIR
+    assert execute.declared_parameters(None)[0] == NOTEBOOK_DIR / "04_alexnet.ipynb"
+    work = tmp_path.resolve()
+    (work / "notebooks").mkdir()
+    (work / "notebooks" / "notes.ipynb").touch()   # not a numbered notebook
+    (work / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(work / "a" / "b")
+    with pytest.raises(NotebooksNotFound, match="set NMEPLIB_NOTEBOOKS") as err:
+        notebooks_dir()
+    assert "\n" not in str(err.value)
+    (work / "notebooks" / "01_x.ipynb").touch()
+    assert notebooks_dir() == work / "notebooks"
+    monkeypatch.setenv("NMEPLIB_NOTEBOOKS", str(NOTEBOOK_DIR))
+    assert notebooks_dir() == NOTEBOOK_DIR
+    monkeypatch.setenv("NMEPLIB_NOTEBOOKS", str(work / "none"))
+    with pytest.raises(NotebooksNotFound, match="is not a folder"):
+        notebooks_dir()
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_checks_its_parameters(path):
     """The cell after the parameters checks the names papermill injected, under the notebook's own name."""

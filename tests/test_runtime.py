@@ -13,7 +13,7 @@ from nmeplib.workbook.settings import make_demo_hdf5
 
 @pytest.fixture
 def cores(monkeypatch):
-    monkeypatch.setattr(runtime, "_FITTED", set())
+    monkeypatch.setattr(runtime, "_WARNED", set())
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
 
@@ -29,7 +29,7 @@ def test_usable_cpus_are_shared_among_the_machines_ranks(cores, monkeypatch):
 def test_workers_fitted_to_the_cores_and_said_once(cores, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert [runtime.fit_workers(n) for n in (0, 2, 4)] == [0, 2, 4]   # no warning
+        assert [runtime.worker_count(n) for n in (0, 2, 4)] == [0, 2, 4]   # no warning
     hdf5 = make_demo_hdf5(tmp_path / "demo.hdf5", img_size=8)
     config = load_config("resnet18_medium_imagenet", [f"DATA.ROOT={hdf5}", "DATA.IMG_SIZE=8", "DATA.BATCH_SIZE=4"])
     assert config.DATA.NUM_WORKERS == 8    # as shipped
@@ -46,6 +46,13 @@ def test_a_small_machine_reads_in_process_when_asked_for_more_workers(cores, mon
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert runtime.fit_workers(2) == 2             # as many as cores: as asked
+        assert runtime.worker_count(2) == 2             # as many as cores: as asked
     with pytest.warns(RuntimeWarning, match=r"may use 2 CPU core\(s\); the loader reads in this process"):
-        assert runtime.fit_workers(8) == 0
+        assert runtime.worker_count(8) == 0
+
+
+def test_a_progress_bar_shown_false_stays_off_where_one_would_show(monkeypatch):
+    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
+    monkeypatch.delenv("NMEPLIB_PROGRESS", raising=False)
+    assert runtime.progress(range(3)).disable is False
+    assert runtime.progress(range(3), show=False).disable is True

@@ -214,20 +214,55 @@ def write_notebook(path):
 def test_papermill_runner_executes_the_notebook_per_member(tmp_path):
     notebook = write_notebook(tmp_path / "train.ipynb")
     base = load_config("digits_lenet", FAST)
+    runner = execute.NotebookRunner(notebook)
     with pytest.raises(ValueError, match="MODEL.NAME"):
-        run_sweep(base, {"a": {"MODEL.NAME": "alexnet"}}, output_root=tmp_path / "s", runner="papermill",
-                  notebook=notebook)
+        run_sweep(base, {"a": {"MODEL.NAME": "alexnet"}}, output_root=tmp_path / "s", runner=runner)
     with pytest.raises(ValueError, match=r"DATA.BATCH_SIZE \(batch_size\)"):
-        run_sweep(base, {"a": {"DATA.BATCH_SIZE": 64}}, output_root=tmp_path / "s", runner="papermill",
-                  notebook=notebook)
-    [row] = run_sweep(base, {"lr=0.005": {"TRAIN.LR": 0.005}}, output_root=tmp_path / "nb_sweep",
-                      runner="papermill", notebook=notebook)
+        run_sweep(base, {"a": {"DATA.BATCH_SIZE": 64}}, output_root=tmp_path / "s", runner=runner)
+    [row] = run_sweep(base, {"lr=0.005": {"TRAIN.LR": 0.005}}, output_root=tmp_path / "nb_sweep", runner=runner)
     folder = tmp_path / "nb_sweep" / "lr=0.005"
     assert row["status"] == "ran" and row["epochs"] == 1 and 0 <= row["best_val_acc"] <= 100
     assert (folder / "train.ipynb").is_file() and len(read_metrics(folder)) == 1
     config = json.loads((folder / "summary.json").read_text())["config"]
     assert config["TRAIN"]["LR"] == 0.005 and config["WANDB"]["GROUP"] == "nb_sweep"
     assert config["WANDB"]["NAME"] == "lr=0.005"
+
+
+def test_any_function_is_a_runner(tmp_path):
+    calls = []
+
+    def runner(config, overrides, *, resume):
+        calls.append((config.OUTPUT, dict(overrides), resume))
+        raise TrainingDiverged("loss is nan at step 0 (train 1); lower TRAIN.LR")
+
+    [row] = run_sweep("digits_lenet", {"a": {"TRAIN.LR": 0.5}}, output_root=tmp_path / "s", runner=runner)
+    assert calls == [(str(tmp_path / "s" / "a"), {"TRAIN.LR": 0.5}, False)] and row["status"] == "failed"
+
+
+def test_runner_names_map_to_runners(tmp_path):
+    assert type(execute.sweep_runner("library")) is sweeps.Runner
+    runner = execute.sweep_runner("papermill", notebook="nb.ipynb", smoke=True)
+    assert isinstance(runner, execute.NotebookRunner) and runner.smoke is True
+    with pytest.raises(ValueError, match="unknown sweep runner 'notebook'; use one of library, papermill"):
+        execute.sweep_runner("notebook")
+    with pytest.raises(TypeError, match="sweep_runner"):   # a name is not a runner
+        run_sweep("digits_lenet", [{"TRAIN.LR": 0.5}], output_root=tmp_path / "s", runner="papermill")
+
+
+def test_notebook_runner_passes_smoke_mode_to_a_notebook_that_takes_it(tmp_path):
+    config = load_config("digits_lenet", [*FAST, f"OUTPUT={tmp_path / 'm'}"])
+    alexnet = Path(__file__).resolve().parents[1] / "notebooks" / "04_alexnet.ipynb"
+    params = execute.NotebookRunner(alexnet, smoke=True).parameters(config, {}, resume=False)
+    assert params["smoke"] is True and params["output_dir"] == str(tmp_path / "m")
+    assert "smoke" not in execute.NotebookRunner(alexnet).parameters(config, {}, resume=False)
+    plain = write_notebook(tmp_path / "train.ipynb")   # declares no smoke parameter
+    assert "smoke" not in execute.NotebookRunner(plain, smoke=True).parameters(config, {}, resume=False)
+
+
+def test_the_library_does_not_import_the_notebook_layer():
+    code = "import sys, nmeplib.sweeps; print(sorted(m for m in sys.modules if m.startswith('nmeplib.workbook')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
 
 
 def test_plot_sweep(swept, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from nmeplib import batch_sizes, checkpoint as ckpt, engine, grading, sweeps
+from nmeplib import checkpoint as ckpt, engine, grading, sweeps, throughput
 from nmeplib.course import release, reproduce
 from nmeplib.course import worksheet as ws
 from nmeplib.config import DEFAULTS, load_config
@@ -197,10 +197,10 @@ def test_a_sweep_without_resume_retrains_its_finished_members(tmp_path, one_thre
 @pytest.mark.parametrize("optimizer, cls", [("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop)])
 def test_throughput_times_the_optimizer_it_is_asked_for(monkeypatch, capsys, optimizer, cls, one_thread):
     built = []
-    build = batch_sizes.build_optimizer
-    monkeypatch.setattr(batch_sizes, "build_optimizer", lambda config, model: built.append(build(config, model))
+    build = throughput.build_optimizer
+    monkeypatch.setattr(throughput, "build_optimizer", lambda config, model: built.append(build(config, model))
                         or built[-1])
-    assert batch_sizes.main(["--model", "lenet", "--optimizer", optimizer, "--max-batch-size", "1", "--device", "cpu",
+    assert throughput.main(["--model", "lenet", "--optimizer", optimizer, "--max-batch-size", "1", "--device", "cpu",
                              "--warmup-steps", "0", "--timed-steps", "1", "--seconds-per-size", "0"]) == 0
     assert built and all(type(o) is cls for o in built)
     assert f"lenet, 32 px, {optimizer}, cpu" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ConfigError, DatasetError
-from ..runtime import default_device, fit_workers, rank_and_world
+from ..runtime import default_device, worker_count, rank_and_world
 from . import cifar, digits, hdf5
 from .augment import Augment
 from .hdf5 import SPLITS
@@ -179,8 +179,9 @@ def _subset(dataset: ImageSplit, config: Config) -> ImageSplit:
 
 def build_loader(config: Config, split: str, *, device: torch.device | str | None = None,
                  shuffle: bool | None = None, augment: bool | None = None,
-                 dataset: ImageSplit | None = None):
-    """Batches of normalised float images and int64 labels on ``device``.
+                 dataset: ImageSplit | None = None) -> TensorLoader | StreamLoader:
+    """Batches of normalised float images and int64 labels on ``device``; the loader's ``split``
+    is the ImageSplit it reads (labels, class names, path).
 
     Training reads ``DATA.TRAIN_SUBSET`` images when it is set (not from a ``dataset`` given),
     shuffles, augments with ``DATA.AUGMENT`` and drops the last partial batch;
@@ -199,14 +200,15 @@ def build_loader(config: Config, split: str, *, device: torch.device | str | Non
     rank, world = rank_and_world()
     if dataset.images is not None:
         loader = TensorLoader(dataset.images, dataset.labels, config.DATA.BATCH_SIZE, aug, shuffle=shuffle,
-                              drop_last=train, seed=config.SEED, device=device, rank=rank, world_size=world)
+                              drop_last=train, seed=config.SEED, device=device, rank=rank, world_size=world,
+                              split=dataset)
     else:
         from .stream import HDF5Blocks
         blocks = HDF5Blocks(dataset.path, split, config.DATA.BATCH_SIZE, shuffle=shuffle, seed=config.SEED,
                             rank=rank, world_size=world, drop_last=train)
-        loader = StreamLoader(blocks, aug, num_workers=fit_workers(config.DATA.NUM_WORKERS), seed=config.SEED, device=device)
+        loader = StreamLoader(blocks, aug, num_workers=worker_count(config.DATA.NUM_WORKERS), seed=config.SEED,
+                              device=device, split=dataset)
     if train and len(loader) == 0:
         raise ConfigError(f"DATA.BATCH_SIZE={config.DATA.BATCH_SIZE} exceeds the {loader.num_samples} training "
                           f"images of this process")
-    loader.split = dataset  # the ImageSplit it reads: labels, class names, path
     return loader

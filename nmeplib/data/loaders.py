@@ -9,7 +9,7 @@ epoch), so an epoch is the same whether a run was resumed or not.
 from __future__ import annotations
 
 import shutil
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import DatasetError, NmeplibError
 from ..runtime import generator
 from .augment import Augment
+
+if TYPE_CHECKING:
+    from .build import ImageSplit
 
 STALL_S = 600.0   # loader workers that deliver nothing for this long are stuck (a hung file system, say)
 SHM = "/dev/shm"
@@ -42,12 +45,14 @@ class TensorLoader:
     batches); evaluation order is the split's own, each rank a contiguous shard. Batches are
     augmented in chunks of several at once (``CHUNK_BYTES`` of output per device type), so on a GPU
     the few dozen kernel launches of an augmentation are paid once per chunk, not once per batch:
-    for small models those launches, not the arithmetic, bound the speed.
+    for small models those launches, not the arithmetic, bound the speed. ``split``: the
+    ``ImageSplit`` the images come from (labels, class names, path), for those who need them.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, augment: Augment, *,
                  shuffle: bool, drop_last: bool = False, seed: int = 0, device: torch.device | str = "cpu",
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, split: ImageSplit | None = None) -> None:
+        self.split = split
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -152,10 +157,12 @@ class StreamLoader:
     blocks. The workers stay up between epochs and follow ``set_epoch`` (the dataset keeps the
     epoch in shared memory). A worker that raises, dies or delivers nothing for ``STALL_S``
     seconds stops them all with a ``WorkerError`` (a ``DatasetError`` keeps its type and message).
+    ``split``: the ``ImageSplit`` the file's split is (labels, class names, path).
     """
 
     def __init__(self, dataset, augment: Augment, *, num_workers: int, seed: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", split: ImageSplit | None = None) -> None:
+        self.split = split
         self.dataset, self.augment, self.seed = dataset, augment, seed
         self.device = torch.device(device)
         self.num_workers = num_workers

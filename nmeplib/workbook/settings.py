@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..config import Config, ConfigError, load_config, overrides_from_text, parse_override
+from ..errors import NmeplibError
 
 SMOKE_ENV = "NMEPLIB_SMOKE"
+NOTEBOOKS_ENV = "NMEPLIB_NOTEBOOKS"
+NUMBERED_NOTEBOOK = "[0-9][0-9]_*.ipynb"  # 01_datasets.ipynb, ...
 DEMO_HDF5 = "medium-imagenet-demo-{size}.hdf5"
 
 # Notebook parameter -> config key (see notebook_config), the one map between the two: the sweeps'
@@ -58,16 +61,14 @@ SMOKE_VALUES: dict[str, Any] = {
 def smoke_mode(value: bool | str | None = None) -> bool:
     """Whether to run small: ``value`` if given, else ``$NMEPLIB_SMOKE`` ("1", "true" or "yes").
 
-    The answer is written back to ``$NMEPLIB_SMOKE`` in this process, so notebooks it starts
-    (a sweep's papermill members) run in the same mode.
+    Notebooks this one starts get the answer as their ``smoke`` parameter (a sweep's notebook
+    members: ``sweep_runner(..., smoke=smoke)``).
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         value = os.environ.get(SMOKE_ENV, "")
     if isinstance(value, str):
         value = value.strip().lower() in ("1", "true", "yes", "on")
-    smoke = bool(value)
-    os.environ[SMOKE_ENV] = "1" if smoke else "0"
-    return smoke
+    return bool(value)
 
 
 def repo_root() -> Path:
@@ -85,6 +86,32 @@ def repo_root() -> Path:
     if (checkout / "notebooks").is_dir():
         return checkout
     return cwd
+
+
+class NotebooksNotFound(NmeplibError, FileNotFoundError):
+    """No folder of the numbered notebooks where :func:`notebooks_dir` looks; says how to name one."""
+
+
+def notebooks_dir() -> Path:
+    """The folder of the workbook's numbered notebooks: ``$NMEPLIB_NOTEBOOKS`` when set, else the
+    nearest ``notebooks/`` holding them found from the working directory upwards.
+
+    Looked up where the work happens, not next to the installed package, so an installed
+    nmeplib runs the notebooks of the checkout it is used in. NotebooksNotFound otherwise.
+    """
+    given = os.environ.get(NOTEBOOKS_ENV, "").strip()
+    if given:
+        folder = Path(given).expanduser()
+        if not folder.is_dir():
+            raise NotebooksNotFound(f"{NOTEBOOKS_ENV}={given} is not a folder; set it to the folder holding "
+                                    f"01_datasets.ipynb and the other numbered notebooks")
+        return folder.resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if any((folder / "notebooks").glob(NUMBERED_NOTEBOOK)):
+            return folder / "notebooks"
+    raise NotebooksNotFound(f"no notebooks/ folder of numbered notebooks in {cwd} or above it; run from the "
+                            f"workbook's checkout or set {NOTEBOOKS_ENV} to the folder holding them")
 
 
 def runs_root() -> Path:

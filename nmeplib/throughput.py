@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import time
-from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -44,24 +42,11 @@ def _powers_of_two(limit: int) -> list[int]:
     return [2**i for i in range(limit.bit_length()) if 2**i <= limit]
 
 
-@contextmanager
-def _no_progress_bars():
-    """The engine's progress bars off: a sweep runs hundreds of tiny 'epochs'."""
-    before = os.environ.get("NMEPLIB_PROGRESS")
-    os.environ["NMEPLIB_PROGRESS"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("NMEPLIB_PROGRESS", None)
-        else:
-            os.environ["NMEPLIB_PROGRESS"] = before
-
-
 def _run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                steps: int) -> float:
-    """Seconds for ``steps`` training steps on the batch ``x, y`` (device synchronised at both ends)."""
-    return run_epoch(model, [(x, y)] * steps, x.device, optimizer=optimizer)["time_s"]
+    """Seconds for ``steps`` training steps on the batch ``x, y`` (device synchronised at both ends),
+    without the engine's progress bar: a sweep runs hundreds of these tiny 'epochs'."""
+    return run_epoch(model, [(x, y)] * steps, x.device, optimizer=optimizer, show_progress=False)["time_s"]
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
@@ -135,9 +120,8 @@ def iter_throughput(model_or_name: nn.Module | str, *, img_size: int, num_classe
     try:
         for batch_size in batch_sizes:
             try:
-                with _no_progress_bars():
-                    row = _measure(model, initial, config, batch_size, img_size, num_classes, warmup_steps,
-                                   timed_steps, seconds_per_size)
+                row = _measure(model, initial, config, batch_size, img_size, num_classes, warmup_steps,
+                               timed_steps, seconds_per_size)
             except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
                 if not _is_out_of_memory(err):
                     raise

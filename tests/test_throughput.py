@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from nmeplib import batch_sizes
+from nmeplib import throughput
 from nmeplib.models import build_model
-from nmeplib.batch_sizes import format_row, largest_fitting_batch, measure_throughput
+from nmeplib.throughput import format_row, largest_fitting_batch, measure_throughput
 
 QUICK = dict(img_size=32, device="cpu", warmup_steps=1, timed_steps=2)
 
@@ -23,14 +23,14 @@ def test_lenet_on_cpu_doubles_batch_size_up_to_the_cap():
 
 
 def test_out_of_memory_ends_the_measurement(monkeypatch):
-    run_steps = batch_sizes._run_steps
+    run_steps = throughput._run_steps
 
     def fake(model, optimizer, x, y, steps):
         if len(x) >= 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return run_steps(model, optimizer, x, y, steps)
 
-    monkeypatch.setattr(batch_sizes, "_run_steps", fake)
+    monkeypatch.setattr(throughput, "_run_steps", fake)
     model = build_model("lenet", 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = measure_throughput(model, max_batch_size=64, **QUICK)
@@ -51,7 +51,7 @@ def test_explicit_batch_sizes_and_bad_image_size():
 
 def test_command_line(tmp_path, capsys):
     out = tmp_path / "lenet.json"
-    assert batch_sizes.main(["--model", "lenet", "--max-batch-size", "2", "--device", "cpu", "--warmup-steps", "0",
+    assert throughput.main(["--model", "lenet", "--max-batch-size", "2", "--device", "cpu", "--warmup-steps", "0",
                             "--timed-steps", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "lenet, 32 px" in printed and "img_per_s" in printed
@@ -62,13 +62,13 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
     """Each row reaches the callback (and the generator's consumer) before the next size starts."""
     monkeypatch.delenv("NMEPLIB_PROGRESS", raising=False)
     events = []
-    run_steps = batch_sizes._run_steps
+    run_steps = throughput._run_steps
 
     def logged(model, optimizer, x, y, steps):
         events.append(("step", len(x)))
         return run_steps(model, optimizer, x, y, steps)
 
-    monkeypatch.setattr(batch_sizes, "_run_steps", logged)
+    monkeypatch.setattr(throughput, "_run_steps", logged)
     rows = measure_throughput("lenet", batch_sizes=[2, 4, 8], **QUICK,
                               callback=lambda row: events.append(("row", row["batch_size"])))
     assert [r["batch_size"] for r in rows] == [2, 4, 8]
@@ -76,11 +76,21 @@ def test_rows_arrive_one_at_a_time(monkeypatch):
     assert order == [("step", 2), ("row", 2), ("step", 4), ("row", 4), ("step", 8), ("row", 8)]
 
     events.clear()
-    sweep = batch_sizes.iter_throughput("lenet", batch_sizes=[2, 4], **QUICK)
+    sweep = throughput.iter_throughput("lenet", batch_sizes=[2, 4], **QUICK)
     first = next(sweep)
     assert first["batch_size"] == 2 and ("step", 4) not in events
     assert "NMEPLIB_PROGRESS" not in os.environ   # the consumer runs with its own settings
     assert [r["batch_size"] for r in sweep] == [4]
+
+
+def test_the_engine_shows_no_progress_bar_for_the_timed_steps(monkeypatch):
+    from nmeplib import engine
+
+    shown, real = [], engine.progress
+    monkeypatch.setattr(engine, "progress", lambda *args, **kwargs: shown.append(kwargs.get("show")) or
+                        real(*args, **kwargs))
+    measure_throughput("lenet", batch_sizes=[2], **QUICK)
+    assert shown and not any(shown)
 
 
 def test_command_line_prints_each_row_as_it_is_measured(monkeypatch):
@@ -94,15 +104,15 @@ def test_command_line_prints_each_row_as_it_is_measured(monkeypatch):
         def flush(self):
             pass
 
-    run_steps = batch_sizes._run_steps
+    run_steps = throughput._run_steps
 
     def logged(model, optimizer, x, y, steps):
         events.append(("step", len(x)))
         return run_steps(model, optimizer, x, y, steps)
 
-    monkeypatch.setattr(batch_sizes, "_run_steps", logged)
+    monkeypatch.setattr(throughput, "_run_steps", logged)
     monkeypatch.setattr("sys.stdout", Out())
-    assert batch_sizes.main(["--model", "lenet", "--max-batch-size", "4", "--device", "cpu", "--warmup-steps", "0",
+    assert throughput.main(["--model", "lenet", "--max-batch-size", "4", "--device", "cpu", "--warmup-steps", "0",
                             "--timed-steps", "1"]) == 0
     first_step_at_4 = events.index(("step", 4))
     printed_before = "".join(text for kind, text in events[:first_step_at_4] if kind == "out")
@@ -136,8 +146,8 @@ class FakeClock:
 ])
 def test_time_budget_per_batch_size(monkeypatch, budget, expected):
     clock = FakeClock()
-    monkeypatch.setattr(batch_sizes, "_now", clock)
-    monkeypatch.setattr(batch_sizes, "_run_steps", clock.run_steps)
+    monkeypatch.setattr(throughput, "_now", clock)
+    monkeypatch.setattr(throughput, "_run_steps", clock.run_steps)
     spent = {}
 
     def note(row):
@@ -201,7 +211,7 @@ def test_a_real_error_is_not_taken_for_out_of_memory(monkeypatch):
     def broken(model, optimizer, x, y, steps):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(batch_sizes, "_run_steps", broken)
+    monkeypatch.setattr(throughput, "_run_steps", broken)
     with pytest.raises(RuntimeError, match="shapes"):
         measure_throughput("lenet", max_batch_size=4, **QUICK)
 
