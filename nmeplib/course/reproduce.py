@@ -59,7 +59,7 @@ from .. import checkpoint as ckpt
 from ..errors import NmeplibError
 from . import results
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS: Path | None = None   # the numbered notebooks; None: workbook.notebooks_dir() finds them
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 # Parameters naming folders inside OUT_DIR: they follow the folder when it is moved or copied.
@@ -154,7 +154,15 @@ def parse_params(items: Iterable[str] | None) -> dict[str | None, dict[str, Any]
 
 def _inspect(notebook: str) -> dict[str, dict]:
     """papermill's view of ``notebook``'s parameters cell: each name with its default as written."""
-    return _inspect_path(str(NOTEBOOKS / notebook))
+    return _inspect_path(str(notebooks() / notebook))
+
+
+def notebooks() -> Path:
+    """The folder of the numbered notebooks: :data:`NOTEBOOKS` when set, else the one
+    ``$NMEPLIB_NOTEBOOKS`` names or the nearest above the working directory."""
+    from ..workbook.settings import notebooks_dir
+
+    return NOTEBOOKS if NOTEBOOKS is not None else notebooks_dir()
 
 
 @functools.lru_cache(maxsize=None)
@@ -442,11 +450,12 @@ def _execute(step: Mapping[str, Any], resume: bool) -> None:
     folder = Path(step["folder"])
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     parameters = dict(step["parameters"])
-    notebook = NOTEBOOKS / step["notebook"]
+    folder_of_notebooks = notebooks()
+    notebook = folder_of_notebooks / step["notebook"]
     if resume and "resume" in _declared(step["notebook"]):
         parameters["resume"] = True   # 05's sweeps resume their members by themselves
     pm.execute_notebook(str(notebook), str(folder / step["notebook"]),
-                        parameters=parameters, progress_bar=False, cwd=str(NOTEBOOKS.parent),
+                        parameters=parameters, progress_bar=False, cwd=str(folder_of_notebooks.parent),
                         log_output=False)
 
 
@@ -506,8 +515,6 @@ def reproduce(out_dir: str | os.PathLike, *, smoke: bool = False, hdf5: str | No
     check_out_dir(out)
     with holding(out):
         states = {step["name"]: ("skipped" if step["skip"] else state_of(step, overwrite)) for step in steps}
-        if smoke:
-            os.environ["NMEPLIB_SMOKE"] = "1"
         return _run_steps(steps, states, out, smoke, stream)
 
 
