@@ -3,10 +3,12 @@
 Commands: ``train`` (a model from a config), ``predict`` (a Kaggle submission.csv from a
 checkpoint), ``summary`` (a config's model, layer by layer), ``make-hdf5`` (an image folder tree
 as a MediumImageNet-format HDF5 file), ``throughput`` (training images/s and peak memory per
-batch size) and ``check`` (grade the student's AlexNet and ResNet18); for course staff,
+batch size), ``check`` (grade the student's AlexNet and ResNet18; ``check worksheet``: what the
+worksheet still lacks) and ``submit`` (check, then pack the hand-in); for course staff,
 ``release`` (the student repository), ``reproduce`` (every worksheet experiment through its
-notebook) and ``worksheet`` (worksheet.md's measured tables and figures from those results).
-The last six have their own argument parsers (``PASSTHROUGH``).
+notebook, into ``results/``), ``worksheet`` (worksheet.md's measured tables and figures from
+``results/``), ``grade`` (a folder of submissions) and ``score`` (a submission against the hidden
+test labels). All but the first three have their own argument parsers (``PASSTHROUGH``).
 
 Every expected failure (a bad config key, a missing or malformed file, a run folder in use, a
 full disk, a diverged run) ends with one line ``error: ...`` naming what is wrong and exit
@@ -191,6 +193,7 @@ PASSTHROUGH = {
     "reproduce": ("nmeplib.course.reproduce", "run every worksheet experiment through its notebook into a results folder"),
     "worksheet": ("nmeplib.course.worksheet", "rewrite worksheet.md's measured tables and figures from a results folder"),
     "submit": ("nmeplib.handin", "check your models, worksheet and submission, then pack them into one zip"),
+    "grade": ("nmeplib.course.grade", "grade a folder of student submissions: grades.csv, Gradescope results"),
     "score": ("nmeplib.course.score", "score a submission.csv against the hidden test labels (the local leaderboard)"),
 }
 

@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from .errors import NmeplibError
 
 REFERENCE_FILE = Path(__file__).with_name("grading_reference.json")
+POINTS_FILE = Path(__file__).with_name("grading_points.json")  # points per model and part, staff-editable
+DEFAULT_POINTS = 1.0
 PARTS = ("params", "shapes", "grads", "forward", "train")
 PROJECTIONS = 16  # random projections kept per activation
 TOLERANCE = 1e-5  # relative error allowed in the forward check (float32 noise is ~3e-7)
@@ -456,6 +458,35 @@ def grade_isolated(name: str, parts: tuple[str, ...] = PARTS, timeout: float = P
     return results
 
 
+def points(model: str, part: str) -> float:
+    """What ``part`` of ``model`` is worth: :data:`POINTS_FILE`'s figure, else :data:`DEFAULT_POINTS`
+    (a missing file gives every part the default; a damaged one is a GradingError naming it)."""
+    return float(_points_table().get(model, {}).get(part, DEFAULT_POINTS))
+
+
+@lru_cache(maxsize=None)
+def _points_table() -> dict:
+    if not POINTS_FILE.exists():
+        return {}
+    try:
+        table = json.loads(POINTS_FILE.read_text())
+    except (OSError, ValueError) as err:
+        raise GradingError(f"{POINTS_FILE}: not a points file ({err})") from None
+    if not isinstance(table, dict) or not all(
+            isinstance(parts, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                            for v in parts.values()) for parts in table.values()):
+        raise GradingError(f"{POINTS_FILE}: expected {{model: {{part: points >= 0}}}}")
+    return table
+
+
+def results_json(results: list[Result]) -> list[dict]:
+    """Each part's result as ``check --json`` prints it: passed, points earned and possible, message, time."""
+    return [{"model": r.model, "part": r.part, "passed": r.status == "pass", "status": r.status,
+             "points": points(r.model, r.part) if r.status == "pass" else 0.0,
+             "max_points": points(r.model, r.part), "message": r.message, "seconds": round(r.seconds, 2)}
+            for r in results]
+
+
 def format_results(results: list[Result]) -> str:
     """Failures with their messages (once per message: the other parts it fails are named after
     it), then one summary row per model and part."""
@@ -472,8 +503,10 @@ def format_results(results: list[Result]) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
-def check(model: str = "all", parts: tuple[str, ...] = PARTS, timeout: float = PART_TIMEOUT) -> bool:
-    """Grade ``model`` (``alexnet``, ``resnet18`` or ``all``), print the report; True when all pass.
+def check(model: str = "all", parts: tuple[str, ...] = PARTS, timeout: float = PART_TIMEOUT,
+          as_json: bool = False) -> bool:
+    """Grade ``model`` (``alexnet``, ``resnet18`` or ``all``), print the report (``as_json``: the
+    :func:`results_json` rows); True when all pass.
 
     Each part may take ``timeout`` seconds in a worker process per model; ``timeout=0`` grades in
     this process without a limit (so that ``breakpoint()`` in the model works).
@@ -483,11 +516,11 @@ def check(model: str = "all", parts: tuple[str, ...] = PARTS, timeout: float = P
         raise ValueError(f"unknown model {model!r}; choose from {', '.join((*SPECS, 'all'))}")
     for name in names:
         stored_reference(name)  # a corrupt file stops here, before any grading
-    if not REFERENCE_FILE.exists():
+    if not REFERENCE_FILE.exists() and not as_json:
         print(f"note: no {REFERENCE_FILE.name}: the reference is this repository's own nmeplib/models", flush=True)
     torch.set_grad_enabled(True)
     results = [r for n in names for r in (grade_isolated(n, parts, timeout) if timeout else grade(n, parts))]
-    print(format_results(results))
+    print(json.dumps(results_json(results), indent=1) if as_json else format_results(results))
     return all(r.status == "pass" for r in results)
 
 
@@ -498,8 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=_seconds, default=PART_TIMEOUT, metavar="SECONDS",
                    help=f"stop a part that runs longer and report it as timed out (default: {PART_TIMEOUT:g}); "
                         "0: grade in this process without a limit, e.g. to use breakpoint()")
+    p.add_argument("--json", action="store_true", help="print each part's result as JSON (passed, points, "
+                                                          "message, time)")
     args = p.parse_args(argv)
-    return 0 if check(args.model, tuple(args.parts), args.timeout) else 1
+    return 0 if check(args.model, tuple(args.parts), args.timeout, as_json=args.json) else 1
 
 
 def _seconds(text: str) -> float:

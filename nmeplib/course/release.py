@@ -38,7 +38,7 @@ STAFF_ONLY = (  # tests of the solutions and of this tool; measured results and 
     "tests/test_models.py", "tests/test_release.py", "tests/test_grading.py", "tests/test_worksheet.py",
     "tests/test_reproduce.py", "nmeplib/course/*", "worksheet_figures/*", "figures/*", "*/figures/*", "results/*",
     "*/results/*", "runs/*", "docs/staff.md", "docs/testing.md", "benchmarks/mutation.sh", "tests/test_user_facts.py",
-    "benchmarks/gpu_lease.sh", "benchmarks/import_gpu_run.py", "tests/test_score.py",
+    "benchmarks/gpu_lease.sh", "benchmarks/import_gpu_run.py", "tests/test_score.py", "tests/test_grade.py",
 )
 
 
