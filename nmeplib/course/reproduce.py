@@ -88,15 +88,17 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 # Run lengths by scale, keyed by notebook. ``full`` is the course's run on a GPU (the course server
 # runs every experiment with one command). ``cpu`` answers the worksheet on a 2-core machine in about
 # 90 minutes: LeNet on every image, AlexNet and ResNet18 on stratified training subsets
-# (validation stays whole), at least 5 epochs each so every region has curves; 07 reads its 96 px
-# file at 32 px. The sizes follow from the step times in benchmarks/README.md ("CPU scale").
+# (validation stays whole), at least 5 epochs each so every region has curves, in batches of 64 so
+# that a short run still takes ~150 optimizer steps; 07 reads its 96 px file at 32 px. The sizes
+# follow from the step times in benchmarks/README.md ("CPU scale").
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {"01_datasets.ipynb": {}, "03_training.ipynb": {"epochs": MAIN_EPOCHS}, _SWEEP: {"epochs": SWEEP_EPOCHS},
              "06_resnet.ipynb": {"epochs": MAIN_EPOCHS}, "07_kaggle.ipynb": {"epochs": KAGGLE_EPOCHS}},
     "cpu": {"01_datasets.ipynb": {}, "03_training.ipynb": {"epochs": 12, "alexnet_train_subset": 5000},
-            _SWEEP: {"epochs": 5, "train_subset": 2000},
-            "06_resnet.ipynb": {"epochs": 5, "train_subset": 2000},
-            "07_kaggle.ipynb": {"epochs": 5, "train_subset": 2000, "img_size": 32, "num_workers": 0}},
+            _SWEEP: {"epochs": 5, "train_subset": 2000, "batch_size": 64},
+            "06_resnet.ipynb": {"epochs": 5, "train_subset": 2000, "batch_size": 64},
+            "07_kaggle.ipynb": {"epochs": 5, "train_subset": 2000, "batch_size": 64, "img_size": 32,
+                                "num_workers": 0}},
 }
 
 # Seconds per experiment on one H100 at full scale: an estimate (see benchmarks/README.md), not a
