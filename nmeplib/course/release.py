@@ -24,6 +24,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..checkpoint import OutputError, atomic_write
 from ..errors import NmeplibError
@@ -89,50 +90,45 @@ def strip_solutions(text: str, path: str) -> tuple[str, list[Region]]:
     return "".join(out), regions
 
 
-def strip_answers(text: str, path: str) -> tuple[str, list[Region]]:
-    """``text`` with every answer region replaced by its placeholder."""
+def _strip_marked(text: str, path: str, begin: str, end: str, what: str,
+                  replace: Callable[[str, int], list[str]]) -> str:
+    """``text`` with each region from a line starting with ``begin`` to one starting with ``end``
+    replaced by ``replace(begin line, its number)``; an unclosed or stray marker is an error."""
     out: list[str] = []
-    regions: list[Region] = []
     start = None
     for number, line in enumerate(text.splitlines(keepends=True), 1):
         stripped = line.strip()
-        if stripped.startswith(ANSWER_BEGIN):
+        if stripped.startswith(begin):
             if start is not None:
-                raise ReleaseError(f"{path}:{start}: answer region is not closed by {ANSWER_END!r}")
+                raise ReleaseError(f"{path}:{start}: {what} is not closed by {end!r}")
             start = number
-            text_after = stripped[len(ANSWER_BEGIN):].removesuffix("-->").lstrip(":").strip()
-            out.append((text_after or ANSWER_PLACEHOLDER) + "\n")
-            regions.append(Region(path, number, text_after or ANSWER_PLACEHOLDER))
-        elif stripped.startswith(ANSWER_END):
+            out += replace(stripped, number)
+        elif stripped.startswith(end):
             if start is None:
-                raise ReleaseError(f"{path}:{number}: {ANSWER_END!r} without a {ANSWER_BEGIN + ' -->'!r} before it")
+                raise ReleaseError(f"{path}:{number}: {end!r} without a {begin.removesuffix(' -->') + ' -->'!r} "
+                                   f"before it")
             start = None
         elif start is None:
             out.append(line)
     if start is not None:
-        raise ReleaseError(f"{path}:{start}: answer region is not closed by {ANSWER_END!r}")
-    return "".join(out), regions
+        raise ReleaseError(f"{path}:{start}: {what} is not closed by {end!r}")
+    return "".join(out)
+
+
+def strip_answers(text: str, path: str) -> tuple[str, list[Region]]:
+    """``text`` with every answer region replaced by its placeholder."""
+    regions: list[Region] = []
+
+    def placeholder(line: str, number: int) -> list[str]:
+        text_after = line[len(ANSWER_BEGIN):].removesuffix("-->").lstrip(":").strip()
+        regions.append(Region(path, number, text_after or ANSWER_PLACEHOLDER))
+        return [(text_after or ANSWER_PLACEHOLDER) + "\n"]
+    return _strip_marked(text, path, ANSWER_BEGIN, ANSWER_END, "answer region", placeholder), regions
 
 
 def strip_mark_schemes(text: str, path: str) -> str:
     """``text`` without its mark-scheme regions (markers included); an unclosed one is an error."""
-    out: list[str] = []
-    start = None
-    for number, line in enumerate(text.splitlines(keepends=True), 1):
-        stripped = line.strip()
-        if stripped == MARK_BEGIN:
-            if start is not None:
-                raise ReleaseError(f"{path}:{start}: mark scheme is not closed by {MARK_END!r}")
-            start = number
-        elif stripped == MARK_END:
-            if start is None:
-                raise ReleaseError(f"{path}:{number}: {MARK_END!r} without a {MARK_BEGIN!r} before it")
-            start = None
-        elif start is None:
-            out.append(line)
-    if start is not None:
-        raise ReleaseError(f"{path}:{start}: mark scheme is not closed by {MARK_END!r}")
-    return "".join(out)
+    return _strip_marked(text, path, MARK_BEGIN, MARK_END, "mark scheme", lambda line, number: [])
 
 
 def strip_worksheet(text: str, path: str) -> tuple[str, list[Region]]:
