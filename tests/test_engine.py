@@ -327,7 +327,7 @@ def test_the_progress_bar_shows_the_mean_loss_so_far(monkeypatch):
             shown.append(float(values["loss"]))
     batches, model = _batches(n_batches=3, hidden=(1,)), _linear()
     first = validate(model, batches[:1], torch.device("cpu"))["loss"]
-    monkeypatch.setattr(engine, "progress", lambda loader, desc, total: Bar(loader))
+    monkeypatch.setattr(engine, "progress", lambda loader, desc, total, show=True: Bar(loader))
     monkeypatch.setattr(engine, "LOG_EVERY", 2)
     result = validate(model, batches, torch.device("cpu"))
     assert shown[0] == pytest.approx(first, abs=1e-3) and len(shown) == 2            # steps 0 and 2
