@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Mutation score of nmeplib's modules: how many planted bugs the fast tests catch.
 #
-#   bash benchmarks/mutation.sh                      # the core modules (hours on 2 cores)
-#   bash benchmarks/mutation.sh all                  # every module of the package (many hours)
+#   bash benchmarks/mutation.sh                      # the core modules together (hours on 2 cores)
 #   bash benchmarks/mutation.sh nmeplib/legacy.py    # one module, with the tests mapped to it (TESTS_FOR below)
+#   bash benchmarks/mutation.sh nmeplib/workbook/    # every module of a folder, together
 #   TESTS=tests/test_schedule.py bash benchmarks/mutation.sh nmeplib/optim.py   # one module, tests of your choice
 #   SAMPLE=150 bash benchmarks/mutation.sh nmeplib/engine.py   # a seeded sample of its mutants
+#   SAMPLE=20 bash benchmarks/mutation.sh all        # every module of the package, 20 mutants of each
 #   bash benchmarks/mutation.sh --tests nmeplib/sweeps.py       # print the tests a run would use, run nothing
 #
 # Runs mutmut (installed on demand; not part of CI) on a clean clone of HEAD in a temporary
 # folder, with the fast tests (not marked slow) in $TESTS, or else those TESTS_FOR maps the given
 # modules to (a module it does not map: all of tests/); mutmut runs, for each mutant, only the tests
 # that reach the mutated function, and prints the summary and each surviving mutant's name
-# (`mutmut show NAME` in that folder prints its diff). The working tree is left alone.
+# (`mutmut show NAME` in that folder prints its diff), then a table with a row per module
+# (benchmarks/mutation_table.py): a mutant that hit mutmut's time limit counts as killed when a
+# test fails with it run alone, else as survived; the score is killed / tested, and survivors
+# still include equivalent mutants (docs/testing.md sorts them). The working tree is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +29,14 @@ declare -A TESTS_FOR=(
   [nmeplib/checkpoint.py]="tests/test_runs.py tests/test_engine.py tests/test_user_facts.py"
   [nmeplib/submission.py]="tests/test_submission.py tests/test_user_facts.py"
   [nmeplib/tracking.py]="tests/test_tracking.py tests/test_cli.py tests/test_user_facts.py"
+  [nmeplib/errors.py]="tests/test_data_faults.py tests/test_config.py tests/test_hdf5.py"
+  [nmeplib/files.py]="tests/test_runs.py tests/test_submission.py tests/test_hdf5.py tests/test_data_faults.py"
+  [nmeplib/runstate.py]="tests/test_runs.py tests/test_engine.py tests/test_sweeps.py"
+  [nmeplib/handin.py]="tests/test_handin.py tests/test_grading.py"
+  [nmeplib/course/results.py]="tests/test_reproduce.py tests/test_worksheet.py"
+  [nmeplib/course/score.py]="tests/test_score.py"
+  [nmeplib/course/grade.py]="tests/test_grade.py"
+  [nmeplib/course/grade_worker.py]="tests/test_grade.py"
   [nmeplib/sweeps.py]="tests/test_sweeps.py tests/test_user_facts.py"
   [nmeplib/throughput.py]="tests/test_throughput.py tests/test_user_facts.py"
   [nmeplib/grading.py]="tests/test_grading.py tests/test_user_facts.py"
@@ -44,6 +56,8 @@ declare -A TESTS_FOR=(
   [nmeplib/data/hdf5.py]="tests/test_hdf5.py tests/test_data_faults.py"
   [nmeplib/data/make_hdf5.py]="tests/test_hdf5.py tests/test_data_faults.py"
   [nmeplib/data/cifar.py]="tests/test_data.py tests/test_data_faults.py tests/test_user_facts.py"
+  [nmeplib/data/build.py]="tests/test_data.py tests/test_hdf5.py tests/test_workers.py tests/test_data_faults.py"
+  [nmeplib/data/digits.py]="tests/test_data.py tests/test_engine.py"
   [nmeplib/data/]="tests/test_data.py tests/test_data_faults.py"
 )
 
@@ -62,16 +76,25 @@ tests_for() {
 }
 
 SHOW_TESTS=0
-if [ "${1:-}" = "--tests" ]; then SHOW_TESTS=1; shift; fi
-MODULES=("$@")
-if [ ${#MODULES[@]} -eq 0 ]; then
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tests) SHOW_TESTS=1; shift ;;
+    *) break ;;
+  esac
+done
+MODULES=()
+if [ $# -eq 0 ]; then
   MODULES=(nmeplib/config.py nmeplib/optim.py nmeplib/engine.py nmeplib/checkpoint.py nmeplib/submission.py
            nmeplib/data/augment.py nmeplib/data/loaders.py nmeplib/data/hdf5.py nmeplib/data/stream.py)
-elif [ ${#MODULES[@]} -eq 1 ] && [ "${MODULES[0]}" = "all" ]; then
-  mapfile -t MODULES < <(git ls-files 'nmeplib/*.py' 'nmeplib/**/*.py' | grep -vE '/__(init|main)__\.py$' | sort -u)
 fi
-for module in "${MODULES[@]}"; do
-  [ -f "$module" ] || { echo "error: $module: no such module (give paths like nmeplib/legacy.py, or all)" >&2; exit 2; }
+for arg in "$@"; do
+  case "$arg" in   # a folder (or all) stands for its modules; package markers hold no logic
+    all) mapfile -t -O "${#MODULES[@]}" MODULES < <(git ls-files 'nmeplib/*.py' | grep -vE '/__(init|main)__\.py$') ;;
+    */) [ -d "$arg" ] || { echo "error: $arg: no such folder" >&2; exit 2; }
+        mapfile -t -O "${#MODULES[@]}" MODULES < <(git ls-files "$arg*.py" | grep -vE '/__(init|main)__\.py$') ;;
+    *) [ -f "$arg" ] || { echo "error: $arg: no such module (give paths like nmeplib/legacy.py, a folder/, or all)" >&2; exit 2; }
+       MODULES+=("$arg") ;;
+  esac
 done
 TESTS="${TESTS:-$(tests_for "${MODULES[@]}")}"
 if [ "$SHOW_TESTS" -eq 1 ]; then echo "$TESTS"; exit 0; fi
@@ -93,30 +116,42 @@ cd "$WORK"
   echo 'also_copy = ["conftest.py", "benchmarks/", "notebooks/", "worksheet.md", "README.md"]'
 } >> pyproject.toml
 start=$(date +%s)
+ALL=()
+# A run that tests no mutant writes mutants/, the copy the tests run in; it is made a git checkout
+# (the release and its tests list git-tracked files), and the next run's clean test run passes.
+mutmut run "no-such-mutant" > mutmut.log 2>&1 || true
+(cd mutants && git init -q && printf '*.meta\nmutmut-stats.json\n__pycache__/\n' > .git/info/exclude &&
+   git add -A && git -c user.name=mutation -c user.email=mutation@localhost commit -qm mutants)
 if [ -n "${SAMPLE:-}" ]; then
-  # SAMPLE=N: N mutants drawn with a fixed seed from all of them (generated by a run that tests none),
-  # for modules whose tests make a full run take hours; the score is then an estimate.
-  mutmut run "no-such-mutant" > mutmut.log 2>&1 || true
+  # SAMPLE=N: N mutants of each module drawn with a fixed seed from all of its mutants, for modules
+  # whose tests make a full run take hours; the scores are then estimates.
+  mutmut run "no-such-mutant" >> mutmut.log 2>&1 || true
   mapfile -t ALL < <(mutmut results --all true | awk -F: '/not checked/ {gsub(/ /, "", $1); print $1}')
-  mapfile -t PICK < <(printf '%s\n' "${ALL[@]}" | shuf -n "$SAMPLE" --random-source=<(yes))
+  PICK=()
+  for module in $(printf '%s\n' "${ALL[@]}" | sed -E 's/\.x(_|ǁ).*//' | sort -u); do
+    mapfile -t -O "${#PICK[@]}" PICK < <(printf '%s\n' "${ALL[@]}" | grep -F "$module.x" |
+                                          shuf -n "$SAMPLE" --random-source=<(yes))
+  done
   echo "sample: ${#PICK[@]} of ${#ALL[@]} mutants"
   mutmut run --max-children "$(nproc)" "${PICK[@]}" >> mutmut.log 2>&1 || true
 else
-  mutmut run --max-children "$(nproc)" > mutmut.log 2>&1 || true
+  mutmut run --max-children "$(nproc)" >> mutmut.log 2>&1 || true
 fi
 # mutmut's time limits are wall time as well as CPU time, so a mutant that fails a test slowly on busy
 # cores can be reported as a timeout; run each one's tests again alone: a failure (pytest-timeout's
 # included: the mutant made a test hang) kills it, a pass makes it a survivor.
 mapfile -t SLOW < <(mutmut results | awk -F: '/: timeout/ {gsub(/ /, "", $1); print $1}')
+: > killed-alone.txt
 for name in "${SLOW[@]}"; do
   if (cd mutants && MUTANT_UNDER_TEST="$name" python -m pytest -x -q -p no:cacheprovider -m "not slow" \
         $TESTS > /dev/null 2>&1); then
     echo "time limit, but every test passes alone: $name"
   else
     echo "time limit, and a test fails alone: $name"
+    echo "$name" >> killed-alone.txt
   fi
 done
 echo "mutmut on ${MODULES[*]}: $(( $(date +%s) - start )) s; results in $WORK"
 tail -c 300 mutmut.log | tr '\r' '\n' | tail -1
-mutmut results --all true | awk -F': ' '$2 != "not checked" {n[$2]++} END {for (k in n) print k ": " n[k]}'
 mutmut results
+python benchmarks/mutation_table.py mutants killed-alone.txt

@@ -152,7 +152,7 @@ def grade_all(folder: str | Path, out: str | Path, *, timeout: float = TIMEOUT_S
     if not entries:
         raise GradeError(f"{folder}: no submissions (sub-folders or .zip files)")
     reports = out.with_name(f"{out.stem}-gradescope")
-    rows = []
+    rows, graded = [], []
     with tempfile.TemporaryDirectory(prefix="nmeplib-grade-") as tmp:
         reference = Path(tmp) / "reference.json"
         reference.write_text(json.dumps({m: grading.reference_record(m) for m in models}))
@@ -172,27 +172,26 @@ def grade_all(folder: str | Path, out: str | Path, *, timeout: float = TIMEOUT_S
                 kaggle = None
             row = student_row(name, results, time.monotonic() - start, kaggle)
             rows.append(row)
+            graded.append(results)
             write_json(reports / name / "results.json", gradescope(results, kaggle))
             print(f"{name}: {row['points']:g}/{row['max_points']:g} points, {row['passed']}/{row['parts']} parts"
                   f"{'; ' + row['first_failure'] if row['first_failure'] else ''}", file=stream, flush=True)
             shutil.rmtree(scratch, ignore_errors=True)
             _write_csv(out, rows, COLUMNS)   # after every student: a later crash loses nothing
-    summary = part_summary(rows, reports, models)
+    summary = part_summary(graded)
     _write_csv(out.with_name(f"{out.stem}-summary.csv"), summary, ("model", "part", "passed", "students"))
     print("\n".join(f"{r['model']:<9} {r['part']:<28} {r['passed']}/{r['students']}" for r in summary), file=stream)
     return rows
 
 
-def part_summary(rows: list[dict], reports: Path, models: Iterable[str]) -> list[dict]:
-    """How many students passed each part, from their Gradescope reports."""
+def part_summary(graded: list[list[dict]]) -> list[dict]:
+    """How many students passed each part, in the order the parts were graded; ``graded`` holds
+    each student's results."""
     counts: dict[tuple[str, str], int] = {}
-    for row in rows:
-        report = json.loads((reports / row["student"] / "results.json").read_text())
-        for test in report["tests"]:
-            model, _, part = test["name"].partition(" ")
-            if model in models:
-                counts[(model, part)] = counts.get((model, part), 0) + (test["score"] == test["max_score"])
-    return [{"model": m, "part": p, "passed": n, "students": len(rows)} for (m, p), n in counts.items()]
+    for results in graded:
+        for r in results:
+            counts[(r["model"], r["part"])] = counts.get((r["model"], r["part"]), 0) + (r["status"] == "pass")
+    return [{"model": m, "part": p, "passed": n, "students": len(graded)} for (m, p), n in counts.items()]
 
 
 def _write_csv(path: Path, rows: list[dict], columns: Iterable[str]) -> None:
