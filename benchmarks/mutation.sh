@@ -113,19 +113,26 @@ cd "$WORK"
   printf 'pytest_add_cli_args_test_selection = [%s]\n' "$(printf '"%s", ' $TESTS | sed 's/, $//')"
   echo 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow", "-q"]'
   echo 'process_isolation = "forkserver"  # torch is not fork-safe after the test run'
-  echo 'also_copy = ["conftest.py", "benchmarks/", "notebooks/", "worksheet.md", "README.md"]'
+  echo 'also_copy = ["conftest.py", "benchmarks/", "notebooks/", "worksheet.md", "worksheet_figures/", "results/", "docs/", "README.md", "data_links.md", "requirements.txt", ".ci/"]'
 } >> pyproject.toml
 start=$(date +%s)
 ALL=()
-# A run that tests no mutant writes mutants/, the copy the tests run in; it is made a git checkout
-# (the release and its tests list git-tracked files), and the next run's clean test run passes.
-mutmut run "no-such-mutant" > mutmut.log 2>&1 || true
-(cd mutants && git init -q && printf '*.meta\nmutmut-stats.json\n__pycache__/\n' > .git/info/exclude &&
+# mutmut's generation step alone writes mutants/, the copy the tests run in; it is then made a git
+# checkout (the release and its tests list git-tracked files) before any test runs there.
+python - > mutmut.log 2>&1 <<'PY'
+import os
+from mutmut.__main__ import (copy_also_copy_files, copy_src_dir, create_mutants, set_mutant_under_test,
+                             setup_source_paths, store_lines_covered_by_tests)
+set_mutant_under_test("mutant_generation")
+os.makedirs("mutants", exist_ok=True)
+copy_src_dir(); copy_also_copy_files(); setup_source_paths(); store_lines_covered_by_tests()
+print(create_mutants(os.cpu_count() or 2))
+PY
+(cd mutants && git init -q && printf '*.meta\n*.spans\nmutmut-stats.json\n__pycache__/\n' > .git/info/exclude &&
    git add -A && git -c user.name=mutation -c user.email=mutation@localhost commit -qm mutants)
 if [ -n "${SAMPLE:-}" ]; then
   # SAMPLE=N: N mutants of each module drawn with a fixed seed from all of its mutants, for modules
   # whose tests make a full run take hours; the scores are then estimates.
-  mutmut run "no-such-mutant" >> mutmut.log 2>&1 || true
   mapfile -t ALL < <(mutmut results --all true | awk -F: '/not checked/ {gsub(/ /, "", $1); print $1}')
   PICK=()
   for module in $(printf '%s\n' "${ALL[@]}" | sed -E 's/\.x(_|ǁ).*//' | sort -u); do
