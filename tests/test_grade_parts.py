@@ -169,7 +169,9 @@ def _reference(tmp_path) -> Path:
     ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", "the grading process was killed by signal 9"),
     ("import os\nos._exit(3)\n", "the grading process ended with exit status 3: no message"),
 ])
-def test_a_worker_that_hangs_or_dies_fails_its_first_part_with_why_and_the_rest_as_not_reached(tmp_path, code, says):
+def test_a_worker_that_hangs_or_dies_fails_its_first_part_with_why_and_the_rest_as_not_reached(tmp_path, monkeypatch,
+                                                                                               code, says):
+    monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)   # under mutmut: the worker runs the code as it is
     # the worker's own start (importing torch) is not timed here: the file runs as its module is loaded
     student = _student(tmp_path / "student", code)
     timeout = 1.5 if "while" in code else 60

@@ -137,8 +137,10 @@ def student_repo(root: Path, reference: str, forward: str | None = None, append:
 
 
 def check_in(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m nmeplib check ARGS`` importing ``repo``'s nmeplib."""
+    """``python -m nmeplib check ARGS`` importing ``repo``'s nmeplib (run as it is written: under
+    mutmut, no mutant is switched on in the copy)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("MUTANT_UNDER_TEST", None)
     return subprocess.run([sys.executable, "-m", "nmeplib", "check", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=90)
 
