@@ -526,7 +526,8 @@ def check(model: str = "all", parts: tuple[str, ...] = PARTS, timeout: float = P
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nmeplib check", description="Grade your AlexNet and ResNet18.")
-    p.add_argument("model", nargs="?", default="all", choices=(*SPECS, "all"))
+    p.add_argument("model", nargs="?", default="all", choices=(*SPECS, "all"),
+                   help="the model to check (default: all)")
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to check (default: all)")
     p.add_argument("--timeout", type=_seconds, default=PART_TIMEOUT, metavar="SECONDS",
                    help=f"stop a part that runs longer and report it as timed out (default: {PART_TIMEOUT:g}); "

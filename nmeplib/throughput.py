@@ -201,13 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     from .tables import save_table
 
     parser = argparse.ArgumentParser(prog="python -m nmeplib throughput", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lenet", choices=MODEL_NAMES)
+    parser.add_argument("--model", default="lenet", choices=MODEL_NAMES, help="the model to time (default: lenet)")
     parser.add_argument("--img-size", type=int, help="input side; default: the model's base config's")
-    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--num-classes", type=int, default=10, help="outputs of its last layer (default: 10)")
     parser.add_argument("--max-batch-size", type=int,
                         help=f"largest batch size tried; default: until out of memory (at most {CUDA_MAX_BATCH_SIZE}; "
                              f"CPU: {CPU_MAX_BATCH_SIZE})")
-    parser.add_argument("--optimizer", default="adamw", choices=tuple(OPTIMIZERS))
+    parser.add_argument("--optimizer", default="adamw", choices=tuple(OPTIMIZERS),
+                        help="the optimizer each training step uses (default: adamw)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per batch size (at most)")
     parser.add_argument("--timed-steps", type=int, default=5, help="timed steps per batch size (at most)")
     parser.add_argument("--seconds-per-size", type=float, default=SECONDS_PER_SIZE,

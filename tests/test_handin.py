@@ -88,3 +88,46 @@ def test_submit_lists_failing_model_checks(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "check alexnet forward: layer features.3 differs" in out and "not written" in out
     assert not (tmp_path / "handin.zip").exists()
+
+
+def test_model_and_worksheet_problems_are_listed_together_and_main_exits_by_them(tmp_path, monkeypatch, capsys):
+    root = _repo(tmp_path / "repo", FINISHED.replace("An answer.", "YOUR ANSWER HERE"))
+    monkeypatch.setattr(handin, "model_problems", lambda: ["check resnet18 train: did not learn"])
+    path, problems = handin.submit(tmp_path / "handin.zip", root)
+    assert path is None
+    assert problems == ["check resnet18 train: did not learn", "unanswered: 1.1 A question (line 7)"]
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(handin, "model_problems", lambda: [])
+    assert handin.main([str(tmp_path / "forced.zip"), "--force"]) == 1   # written, but with a problem
+    assert (tmp_path / "forced.zip").is_file()
+    (root / "worksheet.md").write_text(FINISHED)
+    assert handin.main([str(tmp_path / "ready.zip")]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_a_hand_in_that_is_not_a_zip_or_a_worksheet_that_cannot_be_read_is_one_error(tmp_path):
+    root = _repo(tmp_path / "repo")
+    with pytest.raises(handin.HandInError, match=r"handin\.tar: the hand-in is a \.zip file"):
+        handin.submit(tmp_path / "handin.tar", root, check_models=False)
+    with pytest.raises(handin.HandInError, match=r"none\.md: cannot read the worksheet \(No such file or directory\)"):
+        handin.worksheet_problems(tmp_path / "none.md")
+
+
+def test_class_zero_is_a_class_and_a_negative_one_is_not(tmp_path):
+    path = tmp_path / "submission.csv"
+    path.write_text("Id,Category\n0,0\n1,0\n")
+    assert handin.submission_problems(path) == []
+    path.write_text("Id,Category\n0,0\n1,-1\n")
+    assert handin.submission_problems(path) == [f"submission: {path} has a negative class"]
+    path.write_text("Id,Category\n")
+    assert handin.submission_problems(path) == [f"submission: {path} has no rows"]
+
+
+def test_linked_web_figures_are_neither_missing_nor_packed(tmp_path):
+    root = _repo(tmp_path / "repo", FINISHED + "\n![web](https://example.org/figures/curves.png)\n")
+    assert handin.worksheet_problems(root / "worksheet.md") == []
+    read_as_a_path = root / "https:" / "example.org" / "figures" / "curves.png"
+    read_as_a_path.parent.mkdir(parents=True)
+    read_as_a_path.write_bytes(b"png")
+    assert Path("figures/curves.png") in handin.handed_in(root)
+    assert not [p for p in handin.handed_in(root) if "example.org" in str(p)]

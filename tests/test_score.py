@@ -70,3 +70,12 @@ def test_a_submission_that_does_not_match_is_one_error_line(tmp_path, capsys, te
     assert cli.main(["score", str(submission), str(labels)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_the_score_names_its_files_and_counts(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Id,Category\n0,1\n1,2\n2,0\n")
+    submission = tmp_path / "submission.csv"
+    submission.write_text("Id,Category\n0,1\n1,2\n2,1\n")
+    assert score(submission, labels) == {"submission": str(submission), "labels": str(labels), "rows": 3,
+                                         "correct": 2, "accuracy": 66.6667}
