@@ -8,6 +8,7 @@
 #   SAMPLE=150 bash benchmarks/mutation.sh nmeplib/engine.py   # a seeded sample of its mutants
 #   SAMPLE=20 bash benchmarks/mutation.sh all        # every module of the package, 20 mutants of each
 #   bash benchmarks/mutation.sh --tests nmeplib/sweeps.py       # print the tests a run would use, run nothing
+#   bash benchmarks/mutation.sh --again /tmp/nmeplib-mutation.XXXX   # a finished run's survivors against HEAD's tests
 #
 # Runs mutmut (installed on demand; not part of CI) on a clean clone of HEAD in a temporary
 # folder, with the fast tests (not marked slow) in $TESTS, or else those TESTS_FOR maps the given
@@ -43,7 +44,7 @@ declare -A TESTS_FOR=(
   [nmeplib/course/release.py]="tests/test_release.py tests/test_user_facts.py"
   [nmeplib/course/reproduce.py]="tests/test_reproduce.py tests/test_notebook_params.py tests/test_user_facts.py"
   [nmeplib/course/worksheet.py]="tests/test_worksheet.py tests/test_user_facts.py"
-  [nmeplib/workbook/]="tests/test_notebooks.py tests/test_notebook_params.py tests/test_runtime.py tests/test_user_facts.py"
+  [nmeplib/workbook/]="tests/test_workbook_views.py tests/test_workbook_runs.py tests/test_notebooks.py tests/test_notebook_params.py tests/test_runtime.py tests/test_user_facts.py"
   [nmeplib/plots.py]="tests/test_plots.py tests/test_user_facts.py"
   [nmeplib/tables.py]="tests/test_tables.py"
   [nmeplib/runtime.py]="tests/test_runtime.py tests/test_engine.py"
@@ -75,13 +76,35 @@ tests_for() {
   printf '%s\n' "${found[@]}" | awk '!seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
 }
 
-SHOW_TESTS=0
+SHOW_TESTS=0 AGAIN=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tests) SHOW_TESTS=1; shift ;;
+    --again) AGAIN="${2:?--again needs the folder of a finished run}"; shift 2 ;;
     *) break ;;
   esac
 done
+if [ -n "$AGAIN" ]; then
+  # The mutants a finished run tested that were not killed, tested again with this checkout's tests
+  # and code: functions changed since are mutated afresh (their sampled names then name new mutants).
+  REPO="$PWD"
+  cd "$AGAIN"
+  start=$(date +%s)
+  mutmut results --all true | awk -F': ' '$2 != "not checked" {gsub(/ /, "", $1); print $1}' > sampled.txt
+  git fetch -q "$REPO" HEAD && git checkout -q FETCH_HEAD -- nmeplib tests benchmarks
+  mapfile -t MODULES < <(sed -E 's/\.x(_|ǁ).*//; s|\.|/|g; s|$|.py|' sampled.txt | sort -u)
+  TESTS="$(tests_for "${MODULES[@]}")"   # this checkout's map: new test files included
+  sed -i "s|^pytest_add_cli_args_test_selection = .*|pytest_add_cli_args_test_selection = [$(printf '"%s", ' $TESTS | sed 's/, $//')]|" pyproject.toml
+  mapfile -t NAMES < <(mutmut results --all true | awk -F': ' '$2 != "killed" {gsub(/ /, "", $1); print $1}' |
+                       grep -Fxf sampled.txt)
+  echo "again: ${#NAMES[@]} of $(wc -l < sampled.txt) sampled mutants"
+  [ ${#NAMES[@]} -eq 0 ] || mutmut run --max-children "$(nproc)" "${NAMES[@]}" >> mutmut.log 2>&1 || true
+  mapfile -t FRESH < <(mutmut results --all true | awk -F': ' '$2 == "not checked" {gsub(/ /, "", $1); print $1}' |
+                       grep -Fxf sampled.txt)   # sampled names in functions changed since
+  echo "again, changed functions: ${#FRESH[@]} sampled mutants"
+  [ ${#FRESH[@]} -eq 0 ] || mutmut run --max-children "$(nproc)" "${FRESH[@]}" >> mutmut.log 2>&1 || true
+  WORK="$AGAIN"
+else
 MODULES=()
 if [ $# -eq 0 ]; then
   MODULES=(nmeplib/config.py nmeplib/optim.py nmeplib/engine.py nmeplib/checkpoint.py nmeplib/submission.py
@@ -144,6 +167,7 @@ if [ -n "${SAMPLE:-}" ]; then
 else
   mutmut run --max-children "$(nproc)" >> mutmut.log 2>&1 || true
 fi
+fi   # --again
 # mutmut's time limits are wall time as well as CPU time, so a mutant that fails a test slowly on busy
 # cores can be reported as a timeout; run each one's tests again alone: a failure (pytest-timeout's
 # included: the mutant made a test hang) kills it, a pass makes it a survivor.
