@@ -168,20 +168,8 @@ else
   mutmut run --max-children "$(nproc)" >> mutmut.log 2>&1 || true
 fi
 fi   # --again
-# mutmut's time limits are wall time as well as CPU time, so a mutant that fails a test slowly on busy
-# cores can be reported as a timeout; run each one's tests again alone: a failure (pytest-timeout's
-# included: the mutant made a test hang) kills it, a pass makes it a survivor.
-mapfile -t SLOW < <(mutmut results | awk -F: '/: timeout/ {gsub(/ /, "", $1); print $1}')
-: > killed-alone.txt
-for name in "${SLOW[@]}"; do
-  if (cd mutants && MUTANT_UNDER_TEST="$name" python -m pytest -x -q -p no:cacheprovider -m "not slow" \
-        $TESTS > /dev/null 2>&1); then
-    echo "time limit, but every test passes alone: $name"
-  else
-    echo "time limit, and a test fails alone: $name"
-    echo "$name" >> killed-alone.txt
-  fi
-done
+# A mutant that hit mutmut's time limit on busy cores is tested again alone (mutation_table.py).
+python benchmarks/mutation_table.py --timeouts mutants > killed-alone.txt
 echo "mutmut on ${MODULES[*]}: $(( $(date +%s) - start )) s; results in $WORK"
 tail -c 300 mutmut.log | tr '\r' '\n' | tail -1
 mutmut results
