@@ -7,8 +7,7 @@ mutmut's time limits are wall time as well as CPU time, so on busy cores a mutan
 failing a test slowly, or while passing every test. ``--timeouts`` runs each such mutant's tests
 again alone (those mutmut found to reach the mutated function, fastest first, stopping at the first
 failure) and prints the names of those a test fails with: they count as killed, the other
-time-limit mutants as survived. Score: killed / tested. "Test time" sums the seconds mutmut spent on each mutant's tests
-(mutants run in parallel, so a run's wall time is shorter).
+time-limit mutants as survived. Score: killed / tested.
 """
 from __future__ import annotations
 
@@ -24,11 +23,11 @@ from mutmut.stats import status_by_exit_code   # mutmut's own names of its exit 
 
 
 def rows(mutants: Path, killed_alone: set[str]) -> list[dict]:
-    """One dict per mutated module: counts by outcome, score and summed test time."""
+    """One dict per mutated module: counts by outcome and the score."""
     table = []
     for meta in sorted(mutants.rglob("*.py.meta")):
         data = json.loads(meta.read_text())
-        codes, durations = data.get("exit_code_by_key", {}), data.get("durations_by_key", {})
+        codes = data.get("exit_code_by_key", {})
         tested = {name: code for name, code in codes.items() if code is not None}
         if not tested:
             continue
@@ -43,8 +42,7 @@ def rows(mutants: Path, killed_alone: set[str]) -> list[dict]:
         n = sum(count.values())
         table.append({"module": str(meta.relative_to(mutants))[:-len(".meta")], "mutants": n, "of": len(codes),
                       "killed": count["killed"], "survived": count["survived"], "no tests": count["no tests"],
-                      "score": 100 * count["killed"] / n,
-                      "test_s": sum(durations.get(name) or 0 for name in tested)})
+                      "score": 100 * count["killed"] / n})
     return table
 
 
@@ -79,11 +77,11 @@ def main(argv: list[str]) -> int:
         return 0
     mutants = Path(argv[0])
     alone = set(Path(argv[1]).read_text().split()) if len(argv) > 1 and Path(argv[1]).is_file() else set()
-    print("| module | mutants tested (of all) | killed | survived | no tests | score | test time |")
-    print("|---|---|---|---|---|---|---|")
+    print("| module | mutants tested (of all) | killed | survived | no tests | score |")
+    print("|---|---|---|---|---|---|")
     for r in rows(mutants, alone):
         print(f"| `{r['module']}` | {r['mutants']} (of {r['of']}) | {r['killed']} | {r['survived']} | "
-              f"{r['no tests']} | {r['score']:.0f}% | {r['test_s']:.0f} s |")
+              f"{r['no tests']} | {r['score']:.0f}% |")
     return 0
 
 

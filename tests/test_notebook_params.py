@@ -138,3 +138,35 @@ def test_reproduce_refuses_a_parameter_no_notebook_declares(tmp_path):
         rp.plan(tmp_path, params=["05_sweeps.ephocs=1"])
     steps = rp.plan(tmp_path, only=["03", "05"], params=["lr=0.5"])   # declared by 05 only: 03 goes without it
     assert [step["parameters"].get("lr") for step in steps] == [None] + [0.5] * 5   # 03, then 05's five pieces
+
+
+def test_assigned_names_are_the_top_level_assignments_in_order():
+    from nmeplib.workbook.parameters import assigned_names
+
+    source = ("lr = 3e-4\nbatch_size: int = 256\nprint(lr)\nepochs += 1\nfor step in range(2):\n    inner = step\n"
+              "config.lr: float = 0.1\na = b = 2\nlr = 0.5\n")
+    assert assigned_names(source) == ["lr", "batch_size", "a", "b"]
+    assert assigned_names("lr = (") == []
+
+
+def test_check_parameters_needs_only_the_parameters_and_the_injected_cell_before_it():
+    from nmeplib.workbook import check_parameters
+
+    namespace = {"In": [PARAMETERS, "# Parameters\nlearning_rate = 0.5", "wb.check_parameters(globals(), 'nb.ipynb')"]}
+    with pytest.raises(ConfigError, match=r"^unknown notebook parameter 'learning_rate' \(did you mean 'lr'\?\); "):
+        check_parameters(namespace, "nb.ipynb")
+    check_parameters({"In": ["# Parameters\nlearning_rate = 0.5", "wb.check_parameters(globals(), 'nb.ipynb')"]},
+                     "nb.ipynb")
+
+
+def test_check_sections_returns_the_choice_and_refuses_unknown_or_empty_ones():
+    from nmeplib.workbook.parameters import SWEEP_SECTIONS, check_sections
+
+    assert check_sections("lr", SWEEP_SECTIONS) == ["lr"]
+    assert check_sections(("augment", "lr"), iter(SWEEP_SECTIONS)) == ["augment", "lr"]
+    with pytest.raises(ConfigError, match=r"^unknown section\(s\) 'lrs' \(did you mean 'lr'\?\); "
+                                          r"choose from lr, batch_size, throughput, augment, variations$"):
+        check_sections(["lrs"], SWEEP_SECTIONS)
+    with pytest.raises(ConfigError, match=r"^no section chosen; choose from lr, batch_size, throughput, augment, "
+                                          r"variations$"):
+        check_sections([], iter(SWEEP_SECTIONS))

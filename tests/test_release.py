@@ -73,6 +73,29 @@ def test_unclosed_or_stray_marker_is_refused(text, where):
         release.strip_solutions(text, "m.py")
 
 
+def test_hint_on_the_begin_line_after_a_colon():
+    text = "def f(x):\n    # BEGIN SOLUTION: add one\n    return x + 1\n    # END SOLUTION\n"
+    stripped, regions = release.strip_solutions(text, "m.py")
+    assert stripped == ("def f(x):\n    # YOUR CODE HERE\n    # add one\n"
+                        "    raise NotImplementedError('add one')\n")
+    assert regions == [release.Region("m.py", 2, "add one")]
+
+
+def test_answer_placeholder_from_the_begin_marker():
+    text = "## Q?\n<!-- BEGIN ANSWER: a number, in words -->\nten\n<!-- END ANSWER -->\nNext.\n"
+    stripped, regions = release.strip_answers(text, "w.md")
+    assert stripped == "## Q?\na number, in words\nNext.\n"
+    assert regions == [release.Region("w.md", 2, "a number, in words")]
+
+
+@pytest.mark.parametrize("marker, begin", [("<!-- END ANSWER -->", "<!-- BEGIN ANSWER -->"),
+                                           ("<!-- END MARK SCHEME -->", "<!-- BEGIN MARK SCHEME -->")])
+def test_stray_end_marker_in_the_worksheet_names_its_begin(marker, begin):
+    with pytest.raises(release.ReleaseError) as err:
+        release.strip_worksheet(f"## Q?\n{marker}\n", "w.md")
+    assert str(err.value) == f"w.md:2: {marker!r} without a {begin!r} before it"
+
+
 def test_answers_blanked_and_unclosed_refused():
     text = "## Q?\n\n<!-- BEGIN ANSWER -->\nForty-two.\n<!-- END ANSWER -->\n"
     assert release.strip_answers(text, "w.md")[0] == "## Q?\n\nYOUR ANSWER HERE\n"
@@ -194,6 +217,19 @@ def test_release_prints_what_it_stripped(cut):
     printed = cut[1]
     assert "stripped nmeplib/models/alexnet.py:" in printed and "stripped notebooks/06_resnet.ipynb cell 11:" in printed
     assert re.search(r"wrote .*: \d+ solution regions stubbed, \d+ answers blanked", printed)
+
+
+def test_release_summary_counts_solutions_and_answers_apart(monkeypatch, capsys, tmp_path):
+    regions = [release.Region("nmeplib/models/alexnet.py", 12, "x" * 100),
+               release.Region("notebooks/06_resnet.ipynb cell 11", 3, "draw the grid"),
+               release.Region("worksheet.md", 40, "YOUR ANSWER HERE")]
+    monkeypatch.setattr(release, "release", lambda root, out_dir, force: regions)
+    assert release.main([str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out == (
+        f"stripped nmeplib/models/alexnet.py:12: {'x' * 90}\n"
+        "stripped notebooks/06_resnet.ipynb cell 11:3: draw the grid\n"
+        "stripped worksheet.md:40: YOUR ANSWER HERE\n"
+        f"wrote {tmp_path / 'out'}: 2 solution regions stubbed, 1 answers blanked\n")
 
 
 def test_stubs_read_as_not_implemented(student):

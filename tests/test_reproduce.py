@@ -406,3 +406,10 @@ def test_export_keeps_small_files_and_replaces_the_folder_whole(tmp_path):
     results.export(source, manifest, tmp_path / "results")
     assert not (folder / "runs" / "lr.csv").exists()
     assert [p.name for p in (tmp_path / "results" / "05_lr").iterdir()] == [folder.name]
+
+
+def test_usage_names_the_reproduce_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        rp.main(["--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m nmeplib reproduce [-h] [--smoke]")
