@@ -7,6 +7,8 @@ comparison plot, the memory note) with exact values.
 """
 from __future__ import annotations
 
+import sys
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -311,6 +313,16 @@ def test_augment_examples_at_the_stored_size_gives_the_image_back():
     assert images.shape == (3, 3, 8, 8)
 
 
+def test_augment_examples_clamps_round_off_to_the_unit_range():
+    images = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    images[..., 2:] = 255
+    split = ImageSplit("digits", "val", torch.tensor([0]), ["a"], (0.4914, 0.4822, 0.4465), (0.229, 0.225, 0.1),
+                       images=images)
+    shown = augment_examples(split, 0, "none", 4, n=2)
+    assert float(shown.min()) >= 0.0 and float(shown.max()) <= 1.0
+    torch.testing.assert_close(shown, (images.expand(3, -1, -1, -1) // 255).float(), atol=1e-6, rtol=0)
+
+
 def test_augment_examples_without_augmentation_repeats_the_image():
     images = augment_examples(augment_split(), 1, "none", 12, n=3)
     for drawn in images[1:]:
@@ -334,13 +346,16 @@ def test_plot_augment_title_and_panels_name_the_class(tmp_path):
     assert fig._suptitle.get_text() == ("digits val[3] (class0) at 16 px: before and after the training "
                                         "transforms")
     assert titles(fig) == ["before", "flip #1", "flip #2"]
+    shown = augment_examples(split, 3, "flip", 16, n=2)
+    for ax, image in zip(fig.axes, shown):
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), image.permute(1, 2, 0).numpy(), atol=1e-6)
     assert (tmp_path / "aug" / "a.png").stat().st_size > 0
     assert "(class2)" in plot_augment(split, 2, "flip", 8, n=1)._suptitle.get_text()
 
 
 def test_plot_augment_hides_a_hidden_label():
     fig = plot_augment(augment_split(), 5, "crop", 8, n=1)
-    assert fig._suptitle.get_text().startswith("digits val[5] ((hidden)) at 8 px")
+    assert fig._suptitle.get_text().startswith("digits val[5] (label hidden) at 8 px")
 
 
 # --- image_explorer --------------------------------------------------------------------------
@@ -349,6 +364,11 @@ def test_plot_augment_hides_a_hidden_label():
 def explorer_parts(widget):
     (split_box, class_box), index = widget.children[0].children, widget.children[1]
     return split_box, class_box, index
+
+
+def test_image_explorer_is_none_without_ipywidgets(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    assert image_explorer({"val": make_split([0, 1], num_classes=2)}) is None
 
 
 def test_image_explorer_classes_restrict_the_index_slider():
@@ -426,6 +446,11 @@ def test_model_table_model_without_flatten_has_no_flatten_width(monkeypatch):
 
 def test_flatten_width_of_lenet_summary():
     assert flatten_width(model_summary(build_model("lenet", 10), (3, 32, 32))) == (576, (16, 6, 6))
+
+
+def test_flatten_width_is_per_image_for_a_batch_summary():
+    rows = model_summary(build_model("lenet", 10), (3, 32, 32), batch_size=2)
+    assert flatten_width(rows) == (576, (16, 6, 6))
 
 
 def test_flatten_width_takes_the_first_flatten():

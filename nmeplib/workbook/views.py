@@ -136,7 +136,7 @@ def plot_augment(split, index: int, spec: str, img_size: int, n: int = 5, seed: 
 
     images = augment_examples(split, index, spec, img_size, n, seed)
     label = int(split.labels[index])
-    truth = split.class_names[label] if label >= 0 else "(hidden)"
+    truth = split.class_names[label] if label >= 0 else "label hidden"
     names = ["before"] + [f"{spec} #{i}" for i in range(1, n + 1)]
     return image_grid(images, list(range(n + 1)), names, ncols=n + 1, path=path,
                       title=f"{split.name} {split.split}[{index}] ({truth}) at {img_size} px: before and after "
