@@ -9,6 +9,7 @@
 #   SAMPLE=20 bash benchmarks/mutation.sh all        # every module of the package, 20 mutants of each
 #   bash benchmarks/mutation.sh --tests nmeplib/sweeps.py       # print the tests a run would use, run nothing
 #   bash benchmarks/mutation.sh --again /tmp/nmeplib-mutation.XXXX   # a finished run's survivors against HEAD's tests
+#   CONTINUE='legacy|sweeps' bash benchmarks/mutation.sh --again DIR  # ... and the sample's untested mutants of these
 #
 # Runs mutmut (installed on demand; not part of CI) on a clean clone of HEAD in a temporary
 # folder, with the fast tests (not marked slow) in $TESTS, or else those TESTS_FOR maps the given
@@ -97,7 +98,10 @@ if [ -n "$AGAIN" ]; then
   sed -i "s|^pytest_add_cli_args_test_selection = .*|pytest_add_cli_args_test_selection = [$(printf '"%s", ' $TESTS | sed 's/, $//')]|" pyproject.toml
   mapfile -t NAMES < <(mutmut results --all true | awk -F': ' '$2 != "killed" {gsub(/ /, "", $1); print $1}' |
                        grep -Fxf sampled.txt)
-  echo "again: ${#NAMES[@]} of $(wc -l < sampled.txt) sampled mutants"
+  if [ -n "${CONTINUE:-}" ] && [ -f picked.txt ]; then   # CONTINUE=REGEX: also the sample's untested mutants
+    mapfile -t -O "${#NAMES[@]}" NAMES < <(grep -vFxf sampled.txt picked.txt | grep -E "$CONTINUE" || true)
+  fi
+  echo "again: ${#NAMES[@]} mutants (of $(wc -l < sampled.txt) tested)"
   [ ${#NAMES[@]} -eq 0 ] || mutmut run --max-children "$(nproc)" "${NAMES[@]}" >> mutmut.log 2>&1 || true
   mapfile -t FRESH < <(mutmut results --all true | awk -F': ' '$2 == "not checked" {gsub(/ /, "", $1); print $1}' |
                        grep -Fxf sampled.txt)   # sampled names in functions changed since
@@ -163,6 +167,7 @@ if [ -n "${SAMPLE:-}" ]; then
                                           shuf -n "$SAMPLE" --random-source=<(yes))
   done
   echo "sample: ${#PICK[@]} of ${#ALL[@]} mutants"
+  printf '%s\n' "${PICK[@]}" > picked.txt
   mutmut run --max-children "$(nproc)" "${PICK[@]}" >> mutmut.log 2>&1 || true
 else
   mutmut run --max-children "$(nproc)" >> mutmut.log 2>&1 || true
