@@ -293,3 +293,44 @@ def test_ctrl_c_exits_130_and_says_how_to_go_on(monkeypatch, capsys, command, ar
     monkeypatch.setattr(cli, f"_{command}", interrupted)
     assert main([command, *args]) == 130
     assert capsys.readouterr().err == hint
+
+
+def test_train_hands_overwrite_and_resume_to_fit_and_reports_the_best_epoch(monkeypatch, tmp_path, capsys):
+    from nmeplib import engine
+
+    calls = []
+
+    def fake_fit(config, resume=False, overwrite=False):
+        calls.append((config.OUTPUT, resume, overwrite))
+        return [{"epoch": 1, "val_acc": 40.0}, {"epoch": 2, "val_acc": 61.254}, {"epoch": 3, "val_acc": 55.0}]
+
+    monkeypatch.setattr(engine, "fit", fake_fit)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "digits_lenet", "--set", "TRAIN.EPOCHS=3", "--output", str(out),
+                 "--overwrite"]) == 0
+    assert capsys.readouterr().out == f"best val acc 61.25% (epoch 2); run folder {out}\n"
+    assert main(["train", "--config", "digits_lenet", "--output", str(out), "--resume"]) == 0
+    assert calls == [(str(out), False, True), (str(out), True, False)]
+
+
+def test_resume_without_a_run_folder_says_what_it_needs(capsys):
+    assert main(["train", "--resume"]) == 2
+    assert capsys.readouterr().err == "error: --resume needs --output, the folder of the run to continue\n"
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test", None])
+def test_predict_runs_the_checkpoint_on_the_split_asked_for(monkeypatch, tmp_path, capsys, split):
+    from nmeplib import submission
+
+    asked = []
+
+    def fake_predict(checkpoint, overrides, split="test"):
+        asked.append((checkpoint, overrides, split))
+        return {"predictions": None, "num_images": 3, "num_classes": 10, "count": 0, "acc": None}
+
+    monkeypatch.setattr(submission, "predict", fake_predict)
+    monkeypatch.setattr(submission, "write_submission", lambda predictions, path, *sizes: path)
+    args = ["predict", "--checkpoint", "run/checkpoint_best.pt", "--opts", "DATA.BATCH_SIZE", "8"]
+    assert main(args + (["--split", split] if split else [])) == 0
+    assert asked == [("run/checkpoint_best.pt", ["DATA.BATCH_SIZE=8"], split or "test")]
+    assert capsys.readouterr().out == "wrote submission.csv: 3 rows\n"

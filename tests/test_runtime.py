@@ -136,10 +136,11 @@ def test_peak_memory_in_mib(monkeypatch):
     assert runtime.peak_memory_mb(torch.device("cpu")) == 5.0
 
 
-def test_release_memory_empties_the_cuda_cache_only_on_cuda(monkeypatch):
-    emptied = []
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+def test_release_memory_collects_garbage_and_empties_the_cuda_cache_only_on_cuda(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "gc", SimpleNamespace(collect=lambda: calls.append("collect")))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
     runtime.release_memory(torch.device("cpu"))
-    assert emptied == []
+    assert calls == ["collect"]
     runtime.release_memory(torch.device("cuda", 0))
-    assert emptied == [True]
+    assert calls == ["collect", "collect", "empty_cache"]

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
-from nmeplib.config import load_config
+import nmeplib
+from nmeplib.config import ConfigError, load_config
 from nmeplib.checkpoint import write_jsonl as write_jsonl_atomic
-from nmeplib.tracking import Tracker, read_metrics, resolve_mode
+from nmeplib.tracking import Tracker, is_logged_in, read_metrics, resolve_mode
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +130,95 @@ def test_online_without_login_goes_offline(tmp_path):
         assert tracker.mode == "offline"
         tracker.log_epoch(rows([1])[0])
     assert tracker.run_dir is not None and tracker.run_dir.is_dir()
+
+
+def test_login_is_looked_up_for_the_configured_wandb_host(tmp_path, monkeypatch):
+    (tmp_path / "netrc").write_text("machine wandb.example.org\n  login user\n  password abc\n")
+    assert is_logged_in() is False          # no entry for api.wandb.ai
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert is_logged_in() is True
+
+
+@pytest.mark.parametrize("env, arg, message", [
+    ("", "dryrun", "invalid W&B mode 'dryrun': use one of online, offline, disabled"),
+    ("sometimes", None, "invalid W&B WANDB_MODE 'sometimes': use one of online, offline, disabled")])
+def test_a_bad_mode_names_where_it_came_from(monkeypatch, env, arg, message):
+    monkeypatch.setenv("WANDB_MODE", env)
+    with pytest.raises(ConfigError) as err:
+        resolve_mode(arg)
+    assert str(err.value) == message
+
+
+class FakeRun:
+    def __init__(self, run_dir):
+        self.dir, self.url = str(run_dir / "files"), "https://wandb.example.org/run"
+        self.metrics, self.logged, self.summary, self.exit_codes = [], [], {}, []
+
+    def define_metric(self, name, **kwargs):
+        self.metrics.append((name, kwargs))
+
+    def log(self, data, step=None):
+        self.logged.append(data)
+
+    def finish(self, exit_code=0):
+        self.exit_codes.append(exit_code)
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch, tmp_path):
+    """wandb.init replaced: records its keywords and returns a FakeRun."""
+    import wandb
+
+    started = []
+
+    def init(**kwargs):
+        started.append((kwargs, FakeRun(tmp_path / "wandb" / "run-1")))
+        return started[-1][1]
+
+    monkeypatch.setattr(wandb, "init", init)
+    return started
+
+
+def test_online_without_login_warns_at_the_callers_line(tmp_path, fake_wandb):
+    with pytest.warns(RuntimeWarning) as caught:
+        Tracker(load_config(), tmp_path / "run", mode="online").finish()
+    assert [str(w.message) for w in caught] == [
+        "W&B: not logged in (run `wandb login` or set WANDB_API_KEY); logging offline instead"]
+    assert Path(nmeplib.__file__).parent not in Path(caught[0].filename).parents   # the caller's line, not nmeplib's
+    (kwargs, _), = fake_wandb
+    assert kwargs["mode"] == "offline"
+
+
+def test_a_run_starts_with_the_configs_wandb_settings(tmp_path, fake_wandb):
+    config = load_config(overrides={"WANDB.PROJECT": "tests", "WANDB.ENTITY": "course", "WANDB.GROUP": "lenets",
+                                    "WANDB.NAME": "first"})
+    with Tracker(config, tmp_path / "run", mode="offline") as tracker:
+        tracker.log_epoch(rows([1])[0])
+    (kwargs, run), = fake_wandb
+    settings = kwargs.pop("settings")
+    assert kwargs == {"project": "tests", "entity": "course", "group": "lenets", "name": "first",
+                      "config": config.to_dict(), "dir": str(tmp_path / "run"), "mode": "offline",
+                      "reinit": "finish_previous"}
+    assert settings.silent is True and settings.init_timeout == 30.0
+    assert run.metrics == [("epoch", {}), ("*", {"step_metric": "epoch"})]
+    assert run.logged == rows([1]) and run.exit_codes == [0]
+    assert tracker.run_dir == tmp_path / "wandb" / "run-1"
+
+
+def test_an_unnamed_run_is_named_after_its_folder(tmp_path, fake_wandb):
+    Tracker(load_config(), tmp_path / "lenet-lr3", mode="offline").finish()
+    (kwargs, _), = fake_wandb
+    assert (kwargs["name"], kwargs["entity"], kwargs["group"]) == ("lenet-lr3", None, None)
+
+
+def test_a_run_ended_by_an_error_is_marked_failed(tmp_path, fake_wandb):
+    with pytest.raises(KeyError):
+        with Tracker(load_config(), tmp_path / "run", mode="offline"):
+            raise KeyError("boom")
+    (_, run), = fake_wandb
+    assert run.exit_codes == [1]
+
+
+def test_a_tracker_of_another_rank_is_disabled(tmp_path, fake_wandb):
+    tracker = Tracker(load_config(), tmp_path / "rank1", mode="online", enabled=False)
+    assert tracker.mode == "disabled" and tracker.run is None and fake_wandb == []
