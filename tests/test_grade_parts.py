@@ -1,7 +1,10 @@
 """The grader's pieces without a class of processes: the hidden checks on planted bugs, one
 worker run in this process, what a worker that dies or hangs leaves, and the tables written."""
 import csv
+import io
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -157,6 +160,37 @@ def test_a_file_that_cannot_load_fails_every_part_with_its_reason(tmp_path, monk
         assert "(line 1)" in rows[0]["message"]
 
 
+def test_each_model_runs_in_a_worker_process_with_its_limits_and_a_quiet_environment(tmp_path, monkeypatch):
+    calls, limits = [], []
+
+    def run(command, **kwargs):
+        calls.append((command, kwargs))
+        out = Path(command[-1])
+        out.write_text(json.dumps({"model": "alexnet", "part": grading.PARTS[0], "status": "pass", "seconds": 0.1,
+                                   "message": ""}) + "\n")
+        return subprocess.CompletedProcess(command, 3, stdout="", stderr="Traceback\nMemoryError: too big\n")
+
+    monkeypatch.setattr(grade.subprocess, "run", run)
+    monkeypatch.setattr(grade.resource, "setrlimit", lambda kind, limit: limits.append((kind, limit)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    student, reference = tmp_path / "ada", tmp_path / "reference.json"
+    rows = grade.grade_model(student, "alexnet", reference, 42.0, 1.5, tmp_path)
+    (command, kwargs), = calls
+    out = tmp_path / "alexnet.jsonl"
+    assert command == [sys.executable, "-m", "nmeplib.course.grade_worker", str(student), "alexnet", str(reference),
+                       str(out)]
+    env = kwargs.pop("env")
+    assert {k: env[k] for k in ("PYTHONPATH", "NMEPLIB_PROGRESS", "WANDB_MODE", "CUDA_VISIBLE_DEVICES")} == {
+        "PYTHONPATH": str(ROOT), "NMEPLIB_PROGRESS": "0", "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": "1"}
+    kwargs.pop("preexec_fn")()
+    assert limits == [(grade.resource.RLIMIT_DATA, (int(1.5 * 2**30), int(1.5 * 2**30)))]
+    assert kwargs == {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 42.0}
+    assert [(r["part"], r["status"], r["message"]) for r in rows[:3]] == [
+        (grading.PARTS[0], "pass", ""),
+        (grading.PARTS[1], "FAIL", "the grading process ended with exit status 3: MemoryError: too big"),
+        (grading.PARTS[2], "FAIL", "not reached: an earlier part did not finish")]
+
+
 def _reference(tmp_path) -> Path:
     path = tmp_path / "reference.json"
     path.write_text('{"alexnet": {}}')
@@ -273,7 +307,8 @@ def test_grade_all_writes_rows_reports_and_summary_for_each_student(tmp_path, mo
     for name in ("a", "b"):
         (subs / name).mkdir(parents=True)
     out = tmp_path / "g.csv"
-    rows = grade.grade_all(subs, out, timeout=9, memory_gb=1.5, models=("alexnet",), stream=open(tmp_path / "log", "w"))
+    log = io.StringIO()
+    rows = grade.grade_all(subs, out, timeout=9, memory_gb=1.5, models=("alexnet",), stream=log)
     assert calls == [("a", "alexnet", 9, 1.5), ("b", "alexnet", 9, 1.5)]
     with out.open(newline="") as f:
         table = list(csv.DictReader(f))
@@ -283,3 +318,8 @@ def test_grade_all_writes_rows_reports_and_summary_for_each_student(tmp_path, mo
     with (tmp_path / "g-summary.csv").open(newline="") as f:
         summary = {r["part"]: r["passed"] for r in csv.DictReader(f)}
     assert summary["params"] == "1" and summary["shapes"] == "0"
+    printed = log.getvalue().splitlines()
+    assert printed[:2] == [f"a: {grading.points('alexnet', 'params'):g}/{rows[0]['max_points']:g} points, 1/8 parts; "
+                           f"alexnet shapes: shapes is wrong",
+                           f"b: 0/{rows[1]['max_points']:g} points, 0/8 parts; alexnet params: params is wrong"]
+    assert printed[2:] == [f"alexnet   {part:<28} {int(part == 'params')}/2" for part in (*grading.PARTS, *HIDDEN_PARTS)]

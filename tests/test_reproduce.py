@@ -3,6 +3,7 @@ through papermill, and the course server's data layouts."""
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -413,3 +414,62 @@ def test_usage_names_the_reproduce_command(capsys):
         rp.main(["--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage: python -m nmeplib reproduce [-h] [--smoke]")
+
+
+def test_a_param_is_checked_against_the_type_of_its_default(monkeypatch):
+    defaults = {"sizes": "(96, 127)", "smoke": "None", "classes": "{1, 2}", "lr": "3e-3"}
+    monkeypatch.setattr(rp, "_inspect", lambda notebook: {n: {"default": d} for n, d in defaults.items()})
+    for name, value in (("sizes", [64, 80]), ("smoke", "abc"), ("classes", "abc"), ("lr", 1), ("lr", 0.5)):
+        rp.check_param_type(f"05_lr.{name}", "05_sweeps.ipynb", name, value)
+    with pytest.raises(rp.ReproduceError) as err:
+        rp.check_param_type("05_lr.sizes", "05_sweeps.ipynb", "sizes", "abc")
+    assert str(err.value) == ("--param 05_lr.sizes='abc': sizes takes a list in 05_sweeps.ipynb (its default is "
+                              "(96, 127)), not a string 'abc'")
+    with pytest.raises(rp.ReproduceError, match=r"^--param 05_lr.lr=true: lr takes a number"):
+        rp.check_param_type("05_lr.lr", "05_sweeps.ipynb", "lr", True)
+
+
+def test_progress_counts_new_and_interrupted_experiments_and_shows_each_as_it_ends(monkeypatch, tmp_path):
+    class Stream(io.StringIO):
+        flushed = ""
+
+        def flush(self):
+            self.flushed = self.getvalue()
+
+    ran = []
+    monkeypatch.setattr(rp, "_run_step", lambda step, state, out, smoke: ran.append((step["name"], state))
+                        or ("resumed and finished" if state == "interrupted" else "finished", ""))
+    steps = [{"name": name, "parts": parts, "estimate_s": estimate, "scale": "full", "skip": "no --hdf5 file"}
+             for name, parts, estimate in (("03_training", "4.2", 30), ("05_lr", "5.2", 35), ("07_kaggle", "7", 20))]
+    states = {"03_training": "new", "05_lr": "interrupted", "07_kaggle": "skipped"}
+    stream = Stream()
+    rows = rp._run_steps(steps, states, tmp_path, True, stream)
+    assert ran == [("03_training", "new"), ("05_lr", "interrupted")]
+    assert [(r["experiment"], r["status"], r["note"]) for r in rows] == [
+        ("03_training", "finished", ""), ("05_lr", "resumed and finished", ""), ("07_kaggle", "skipped", "no --hdf5 file")]
+    assert stream.flushed == stream.getvalue()
+    assert re.sub(r"\d+m\d\ds", "T", stream.getvalue()).splitlines() == [
+        f"reproduce: 3 experiment(s) into {tmp_path}; about T to run (smoke mode on a 2-core CPU)",
+        "[1/3] 03_training (4.2): finished in T | elapsed T, about T left",
+        "[2/3] 05_lr (5.2): resumed and finished in T | elapsed T, about T left",
+        "[3/3] 07_kaggle (7): skipped in T; no --hdf5 file | elapsed T, about T left"]
+    assert stream.getvalue().startswith(f"reproduce: 3 experiment(s) into {tmp_path}; about 1m05s to run")
+
+
+def test_a_finished_experiment_goes_to_the_results_folder_with_its_manifest(tmp_path):
+    out = tmp_path / "out"
+    folder = out / "05_lr"
+    (folder / "runs" / "lr").mkdir(parents=True)
+    (folder / "runs" / "lr.csv").write_text("name\nlr=0.1\n")
+    step = {"name": "05_lr", "parts": "5.2", "folder": str(folder), "scale": "full", "command": "reproduce OUT",
+            "results_dir": str(tmp_path / "results"), "data_note": "digits",
+            "parameters": {"smoke": True, "epochs": 1, "output_dir": str(folder / "runs")}}
+    machine = {"gpu": None, "cpu": "X", "cores": 2, "torch": "2.3", "python": "3.11", "load_average": 0.1}
+    manifest = {"started": "2026-12-07T10:00:00+00:00", "commit": "abc1234", "machine": machine, "elapsed_s": 12.5}
+    exported = rp._export(step, out, manifest)
+    assert exported == tmp_path / "results" / "05_lr" / "2026-12-07_cpu-2core_smoke"
+    assert json.loads((exported / "manifest.json").read_text()) == {
+        "experiment": "05_lr", "parts": "5.2", "scale": "smoke", "data": "digits", "command": "reproduce OUT",
+        "commit": "abc1234", "date": "2026-12-07", "machine": machine,
+        "parameters": {"smoke": True, "epochs": 1, "output_dir": "05_lr/runs"}, "elapsed_s": 12.5}
+    assert (exported / "runs" / "lr.csv").read_text() == "name\nlr=0.1\n"

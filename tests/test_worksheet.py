@@ -296,3 +296,70 @@ def test_the_committed_worksheet_is_what_results_gives(tmp_path):
     assert sorted(p.name for p in made.iterdir()) == sorted(p.name for p in committed.iterdir())
     for path in made.glob("*.json"):
         assert path.read_text() == (committed / path.name).read_text(), path.name
+
+
+def _result(name, **fields):
+    return {"experiment": name, "folder": f"results/{name}/2026-11-28_cpu_cpu", "machine": CPU, "scale": "cpu",
+            "date": "2026-11-28", "data": "CIFAR-10 (test copy)", "command": f"reproduce --only {name}",
+            "runs": {}, "tables": {}, "figures": [], **fields}
+
+
+def test_examples_region_without_its_figure_is_one_error_naming_the_folder(tmp_path):
+    with pytest.raises(ws.WorksheetError) as err:
+        ws.region_examples({"01_datasets": _result("01_datasets")}, tmp_path, "examples")
+    assert str(err.value) == ("results/01_datasets/2026-11-28_cpu_cpu: no runs/cifar10_examples.png: "
+                              "01_datasets.ipynb draws it; run its python -m nmeplib reproduce command again "
+                              "to rewrite it")
+
+
+def test_memory_region_without_recorded_memory_says_so_under_its_heading(tmp_path):
+    run = {"settings": {"img_size": 32, "batch_size": 64}, "history": [{"epoch": 1, "val_acc": 10.0}]}
+    view = {"03_training": _result("03_training", runs={"runs/lenet": run, "runs/alexnet": run})}
+    assert ws.region_memory(view, tmp_path, "memory") == (
+        "*03_training on AMD EPYC, 2 cores, torch 2.14.1, 2026-11-28; CPU scale (stratified training subsets, "
+        "short runs; not the course-scale figures); CIFAR-10 (test copy); no run recorded its memory.*\n"
+        "Reproduce: `reproduce --only 03_training`\n\n", [])
+
+
+def test_throughput_region_names_the_largest_batch_that_fits_and_the_peak_in_one_panel(tmp_path):
+    rows = [{"batch_size": b, "img_per_s": speed, "step_ms": "2.0", "peak_mem_mb": "100", "oom": "False"}
+            for b, speed in ((1, 120.4), (2, 480.6), (4, 300.2))]
+    rows.append({"batch_size": 8, "img_per_s": "", "step_ms": "", "peak_mem_mb": "", "oom": "True"})
+    view = {"05_throughput": _result("05_throughput", tables={"runs/throughput.csv": rows})}
+    text, paths = ws.region_throughput(view, tmp_path, "throughput")
+    assert text.split("\n\n")[2:] == [
+        "alexnet: largest batch that fits **4**; most images/s 481 at batch 2, more than at the largest batch (300).",
+        "![throughput vs batch size](worksheet_figures/throughput.png)\n"]
+    assert paths == [tmp_path / "throughput.png"]
+    png = paths[0].read_bytes()
+    assert int.from_bytes(png[16:20], "big") == int(4.2 * ws.FIGURE_DPI)   # one panel wide
+
+
+@pytest.mark.filterwarnings("error:No artists with labels found to put in legend")
+def test_a_sweep_whose_members_all_failed_is_a_table_of_failures(tmp_path):
+    rows = [{"name": f"lr={v}", "TRAIN.LR": v, "best_val_acc": "", "final_val_acc": "", "best_epoch": "",
+             "epochs": "", "time_per_epoch_s": "", "total_time_s": "", "status": "failed"} for v in ("1", "3")]
+    text, _ = ws.region_lr({"05_lr": _result("05_lr", tables={"runs/lr.csv": rows})}, tmp_path, "lr")
+    assert text.splitlines()[0].endswith("; CIFAR-10 (test copy); ?, no runs.*")
+    assert "| 1 | failed (diverged) | – | – |  | – s |\n| 3 | failed (diverged) | – | – |  | – s |\n" in text
+    assert "\n\nEvery member failed.\n\n" in text
+    rows[0]["status"] = "ran"
+    with pytest.raises(ws.WorksheetError) as err:
+        ws.region_lr({"05_lr": _result("05_lr", tables={"runs/lr.csv": rows})}, tmp_path, "lr")
+    assert str(err.value) == ("results/05_lr/2026-11-28_cpu_cpu: table 'runs/lr.csv' lists member 'lr=1' but there "
+                              "is no run 'runs/lr/lr=1'; run its python -m nmeplib reproduce command again to rewrite it")
+
+
+def test_malformed_results_messages_in_full():
+    numbers = dict.fromkeys(ws.RUN_NUMBERS, 1)
+    for data, says in [
+        ({"experiment": "x", "runs": [1]}, "'runs' must be a mapping, got a list"),
+        ({"experiment": "x", "runs": {"runs/a": {**numbers, "settings": {"model": "m"}, "history": []}}, "tables": {}},
+         "run 'runs/a': 'settings' has no 'dataset', 'img_size'"),
+        ({"experiment": "x", "runs": {"runs/a": {**numbers, "settings": dict.fromkeys(ws.RUN_SETTINGS, "m")}}},
+         "run 'runs/a' has no 'history'"),
+        ({"runs": {}}, "no 'experiment'"),
+    ]:
+        with pytest.raises(ws.WorksheetError) as err:
+            ws.check_results("results/x/f", data)
+        assert str(err.value) == f"results/x/f: {says}{ws.REBUILD}"

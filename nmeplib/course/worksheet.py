@@ -368,7 +368,8 @@ def _curves(histories: Mapping[str, Sequence[Mapping]], keys=("train_acc", "val_
             ax.set_ylabel(CURVE_NAMES[key], fontsize=8)
             ax.grid(alpha=0.3)
         axes[0].set_title(title, fontsize=9)
-        axes[-1].legend(fontsize=7)
+        if axes[-1].get_legend_handles_labels()[0]:   # a sweep whose members all failed has no curves
+            axes[-1].legend(fontsize=7)
     return draw, data
 
 
