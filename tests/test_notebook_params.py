@@ -92,6 +92,32 @@ def test_run_notebook_refuses_an_unknown_parameter_before_papermill_starts(tmp_p
     assert not (tmp_path / "member").exists()
 
 
+def test_run_notebook_executes_the_given_notebook_into_the_member_folder(tmp_path, monkeypatch):
+    import papermill as pm
+
+    from nmeplib.engine import TrainingDiverged
+    from nmeplib.workbook import execute
+
+    calls = []
+    monkeypatch.setattr(pm, "execute_notebook", lambda *args, **kwargs: calls.append((args, kwargs)))
+    notebook = tiny_notebook(tmp_path / "tiny.ipynb")
+    folder = tmp_path / "member"
+    folder.mkdir()   # a member folder that already holds the sweep's lock
+    execute.run_notebook(notebook, folder, {"lr": 0.5, "epochs": 1})
+    assert calls == [((str(notebook), str(folder / "tiny.ipynb")),
+                      {"parameters": {"lr": 0.5, "epochs": 1}, "progress_bar": False})]
+
+    def diverges(*args, **kwargs):
+        raise pm.PapermillExecutionError(2, 1, "fit(config)", "TrainingDiverged", "loss is nan at step 3", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", diverges)
+    with pytest.raises(TrainingDiverged, match="^loss is nan at step 3$"):
+        execute.run_notebook(notebook, tmp_path / "new", {"lr": 10.0})
+    assert (tmp_path / "new").is_dir()
+    with pytest.raises(FileNotFoundError, match=f"^sweep notebook not found: {tmp_path / 'none.ipynb'}$"):
+        execute.declared_parameters(tmp_path / "none.ipynb")
+
+
 def test_notebooks_dir_comes_from_the_setting_or_the_working_tree(tmp_path, monkeypatch):
     from nmeplib.workbook import execute
     from nmeplib.workbook.settings import NotebooksNotFound, notebooks_dir

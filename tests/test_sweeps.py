@@ -58,6 +58,7 @@ def copy_sweep(swept, tmp_path):
 def test_grid_and_names():
     assert MEMBERS == {"lr=0.01": {"TRAIN.LR": 0.01}, "lr=0.003": {"TRAIN.LR": 0.003}}
     assert list(grid("DATA.BATCH_SIZE", [32, 64], fmt="bs{value}")) == ["bs32", "bs64"]
+    assert grid("SEED", [0, 1]) == {"seed=0": {"SEED": 0}, "seed=1": {"SEED": 1}}
     with pytest.raises(ValueError, match="same name"):
         grid("TRAIN.LR", [1e-3, 1.1e-3], fmt="lr={value:.0e}")
     assert list(sweeps._named([{"TRAIN.LR": 0.1}, ["SEED=1", "DATA.AUGMENT=flip"]])) == ["lr=0.1", "seed=1,augment=flip"]
@@ -185,7 +186,7 @@ def test_interrupted_member_resumes_alone(swept, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == first[0]
 
 
-def test_diverged_member_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+def test_diverged_member_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     def diverge(config, resume=False):
         raise TrainingDiverged("loss is nan at step 3 (train 1); lower TRAIN.LR")
 
@@ -194,6 +195,36 @@ def test_diverged_member_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     assert [(r["name"], r["status"], r["best_val_acc"]) for r in results] == [("lr=10.0", "failed", None),
                                                                             ("lr=1.0", "failed", None)]
     assert "lower TRAIN.LR" in results[0]["error"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"[1/2] lr=10.0: training ({tmp_path / 's' / 'lr=10.0'})",
+        "lr=10.0: loss is nan at step 3 (train 1); lower TRAIN.LR",
+        f"[2/2] lr=1.0: training ({tmp_path / 's' / 'lr=1.0'})",
+        "lr=1.0: loss is nan at step 3 (train 1); lower TRAIN.LR"]
+
+
+def test_a_runner_compares_only_its_keys_so_a_finished_member_given_more_epochs_continues(swept, tmp_path):
+    """With a runner's compared_keys (a notebook holds its own base settings), a base setting outside
+    them does not make the finished member another run: it is kept, or continued for more epochs."""
+    root = copy_sweep(swept, tmp_path)
+    calls = []
+
+    class NotebookLike(sweeps.Runner):
+        def compared_keys(self, overrides):
+            return [*overrides, "TRAIN.EPOCHS"]
+
+        def __call__(self, config, overrides, *, resume):
+            calls.append((config.TRAIN.EPOCHS, resume))
+            raise TrainingDiverged("stopped")
+
+    member = {"lr=0.01": {"TRAIN.LR": 0.01}}
+    [kept] = run_sweep(load_config("digits_lenet", [*FAST, "DATA.AUGMENT=flip"]), member, output_root=root,
+                       runner=NotebookLike())
+    assert kept["status"] == "skipped" and calls == []
+    longer = load_config("digits_lenet", ["TRAIN.EPOCHS=2", "DATA.BATCH_SIZE=128", "DATA.AUGMENT=flip"])
+    run_sweep(longer, member, output_root=root, runner=NotebookLike())
+    assert calls == [(2, True)]
+    with pytest.raises(ckpt.OutputError, match=r"DATA.AUGMENT: 'none' → 'flip'"):   # the default runner compares all
+        run_sweep(longer, member, output_root=root)
 
 
 def write_notebook(path):
@@ -249,6 +280,13 @@ def test_runner_names_map_to_runners(tmp_path):
         run_sweep("digits_lenet", [{"TRAIN.LR": 0.5}], output_root=tmp_path / "s", runner="papermill")
 
 
+def test_notebook_runner_compares_the_overridden_keys_and_the_epochs():
+    runner = execute.NotebookRunner("nb.ipynb")
+    assert runner.compared_keys({"TRAIN.LR": 0.1, "DATA.AUGMENT": "flip"}) == [
+        "TRAIN.LR", "DATA.AUGMENT", "TRAIN.EPOCHS"]
+    assert runner.compared_keys({}) == ["TRAIN.EPOCHS"]
+
+
 def test_notebook_runner_passes_smoke_mode_to_a_notebook_that_takes_it(tmp_path):
     config = load_config("digits_lenet", [*FAST, f"OUTPUT={tmp_path / 'm'}"])
     alexnet = Path(__file__).resolve().parents[1] / "notebooks" / "04_alexnet.ipynb"
@@ -291,3 +329,18 @@ def test_papermill_parameters_pass_unnamed_keys_through_overrides(tmp_path):
         execute.notebook_parameters(Path("nb.ipynb"), {"lr": 1, "epochs": 1, "output_dir": 1}, member, config, False)
     with pytest.raises(ValueError, match=r"OUTPUT \(output_dir\)"):
         execute.notebook_parameters(Path("nb.ipynb"), {"epochs": 1, "overrides": {}}, {}, base, False)
+
+
+def test_a_run_continued_without_a_config_keeps_its_users_settings_over_todays_defaults():
+    """The stored config a finished member or run continues with (``train --resume --output``): the
+    settings its user set, today's defaults for the rest; every stored value for a run stored
+    before the user's settings were recorded."""
+    from nmeplib.runstate import stored_config, user_settings
+
+    config = load_config("digits_lenet", ["TRAIN.EPOCHS=1", "TRAIN.LR=0.02"])
+    stored = config.to_dict()
+    stored["TRAIN"]["MIN_LR"] = 1e-3   # the default when the run was stored; its user did not set it
+    continued = stored_config({"config": stored, "config_set": user_settings(config)}, ["TRAIN.EPOCHS=3"])
+    assert (continued.TRAIN.LR, continued.TRAIN.MIN_LR, continued.TRAIN.EPOCHS) == (0.02, 0.0, 3)
+    old = stored_config({"config": stored}, ["TRAIN.EPOCHS=3"])
+    assert (old.TRAIN.LR, old.TRAIN.MIN_LR, old.TRAIN.EPOCHS) == (0.02, 1e-3, 3)

@@ -139,9 +139,10 @@ class FakeClock:
 
 
 @pytest.mark.parametrize("budget, expected", [
-    # budget 1 s, up to 2 warm-up + 5 timed steps: batch 256 (0.256 s a step) warms twice and then
-    # times one step; batch 1024 stops warming after one step (half the budget is gone).
-    (1.0, {1: (7, 5), 64: (7, 5), 256: (3, 1), 1024: (2, 1)}),
+    # budget 1 s, up to 2 warm-up + 5 timed steps: batch 160 (0.16 s a step) has 0.52 s left after
+    # two warm-up and one timed step, room for three more; batch 256 (0.256 s a step) warms twice
+    # and then times one step; batch 1024 stops warming after one step (half the budget is gone).
+    (1.0, {1: (7, 5), 64: (7, 5), 160: (6, 4), 256: (3, 1), 1024: (2, 1)}),
     (0.0, {1: (2, 1), 64: (2, 1), 256: (2, 1), 1024: (2, 1)}),   # no budget: one warm-up, one timed step
 ])
 def test_time_budget_per_batch_size(monkeypatch, budget, expected):
@@ -222,3 +223,55 @@ def test_format_row_prints_rows_as_they_come():
                                                   "peak_mem_mb": None, "steps": 0, "oom": True}]
     lines = [format_row(), *map(format_row, rows)]   # the header, then one line per row
     assert "img_per_s" in lines[0] and lines[1].split()[0] == "1" and lines[-1].split()[-1] == "yes"
+
+
+def _fake_sweep(calls, rows, interrupt=False):
+    def measure(model, **kwargs):
+        calls.append((model, kwargs))
+        for row in rows:
+            kwargs["callback"](row)
+        if interrupt:
+            raise KeyboardInterrupt
+        return rows
+    return measure
+
+
+def _row(batch_size, oom=False):
+    return {"batch_size": batch_size, "img_per_s": None if oom else 10.0 * batch_size,
+            "step_ms": None if oom else 100.0, "peak_mem_mb": None if oom else 3.0, "steps": 0 if oom else 2,
+            "oom": oom}
+
+
+def test_command_line_passes_its_options_and_names_the_largest_batch_that_fits(monkeypatch, capsys, tmp_path):
+    calls = []
+    rows = [_row(1), _row(2), _row(4), _row(8, oom=True)]
+    monkeypatch.setattr(throughput, "measure_throughput", _fake_sweep(calls, rows))
+    out = tmp_path / "alexnet.csv"
+    assert throughput.main(["--model", "alexnet", "--img-size", "70", "--num-classes", "5", "--max-batch-size", "8",
+                            "--optimizer", "sgd", "--warmup-steps", "0", "--timed-steps", "3",
+                            "--seconds-per-size", "0.5", "--device", "cpu", "--out", str(out)]) == 0
+    [(model, kwargs)] = calls
+    assert callable(kwargs.pop("callback"))
+    assert (model, kwargs) == ("alexnet", {"img_size": 70, "num_classes": 5, "max_batch_size": 8,
+                                           "device": torch.device("cpu"), "optimizer": "sgd", "warmup_steps": 0,
+                                           "timed_steps": 3, "seconds_per_size": 0.5})
+    assert capsys.readouterr().out.splitlines() == [
+        "alexnet, 70 px, sgd, cpu", format_row(), *map(format_row, rows), "largest batch size that fits: 4",
+        f"wrote {out}"]
+    assert out.read_text().splitlines()[0].split(",") == list(throughput.COLUMNS)
+
+
+def test_command_line_defaults_and_a_sweep_without_out_of_memory(monkeypatch, capsys):
+    calls = []
+    rows = [_row(1), _row(2)]
+    monkeypatch.setattr(throughput, "measure_throughput", _fake_sweep(calls, rows))
+    assert throughput.main(["--device", "cpu"]) == 0
+    [(model, kwargs)] = calls
+    kwargs.pop("callback")
+    assert (model, kwargs) == ("lenet", {"img_size": 32, "num_classes": 10, "max_batch_size": None,
+                                         "device": torch.device("cpu"), "optimizer": "adamw", "warmup_steps": 2,
+                                         "timed_steps": 5, "seconds_per_size": throughput.SECONDS_PER_SIZE})
+    assert capsys.readouterr().out.splitlines()[-1] == "no out-of-memory up to batch size 2"
+    monkeypatch.setattr(throughput, "measure_throughput", _fake_sweep([], [_row(1)], interrupt=True))
+    assert throughput.main(["--device", "cpu"]) == 130
+    assert capsys.readouterr().out.splitlines()[-1] == "interrupted; largest batch size measured: 1"
