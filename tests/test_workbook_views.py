@@ -353,6 +353,21 @@ def test_plot_augment_title_and_panels_name_the_class(tmp_path):
     assert "(class2)" in plot_augment(split, 2, "flip", 8, n=1)._suptitle.get_text()
 
 
+def test_plot_augment_draws_with_its_seed_in_one_row():
+    split = augment_split()
+    fig = plot_augment(split, 3, "flip", 8, n=11, seed=7)
+    for ax, image in zip(fig.axes, augment_examples(split, 3, "flip", 8, n=11, seed=7)):
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), image.permute(1, 2, 0).numpy(), atol=1e-6)
+    assert len({round(ax.get_position().y0, 3) for ax in fig.axes if ax.images}) == 1
+
+
+def test_split_sizes_of_a_one_image_split():
+    from helpers import image_split
+
+    [row] = split_sizes({"val": image_split(1, per_class=1)})
+    assert row == {"split": "val", "images": 1, "labelled": 1, "image_shape": "3x8x8", "classes": 1}
+
+
 def test_plot_augment_hides_a_hidden_label():
     fig = plot_augment(augment_split(), 5, "crop", 8, n=1)
     assert fig._suptitle.get_text().startswith("digits val[5] (label hidden) at 8 px")
