@@ -1,5 +1,6 @@
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,23 @@ def test_cifar_download_failure_names_path(tmp_path, monkeypatch):
         build_dataset(cifar_config(tmp_path / "c", "DATA.DOWNLOAD=true"), "train")
 
 
+def test_cifar_download_goes_into_the_data_root_and_is_read_from_there(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets.utils as utils
+
+    calls = []
+
+    def download(url, download_root, *args, **kwargs):
+        calls.append((url, download_root))
+        write_cifar(Path(download_root))
+    monkeypatch.setattr(utils, "download_and_extract_archive", download)
+    root = tmp_path / "c"
+    val = build_dataset(cifar_config(root, "DATA.DOWNLOAD=true"), "val")
+    url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert calls == [(url, str(root))]
+    assert f"CIFAR-10 not found in {root}: downloading {url} there" in capsys.readouterr().out
+    assert len(val) == 20 and val.class_names == CIFAR_CLASSES
+
+
 def test_cifar_corrupt_batch(tmp_path):
     folder = write_cifar(tmp_path)
     (folder / "data_batch_3").write_bytes(b"not a pickle")
@@ -62,6 +80,10 @@ def _rewrite_batch(folder, name, change):
     ("val", "test_batch", lambda b: b[b"labels"].__setitem__(0, -1), r"test_batch \((val|test)\) has label -1"),
     ("train", "data_batch_1", lambda b: b.update({b"data": b[b"data"].astype(np.float32) / 255}),
      r"data_batch_1 \(train\) stores its images as float32, not uint8"),
+    ("train", "data_batch_5", lambda b: b.update({b"data": b[b"data"].reshape(-1)}),
+     r"data_batch_5 lacks b'data' \(N×3072 uint8\) or b'labels'"),
+    ("train", "data_batch_3", lambda b: b.update({b"labels": [float(x) for x in b[b"labels"]]}),
+     r"data_batch_3 \(train\) has 20 images but 20 labels \(float64\); each image needs one integer label"),
 ])
 def test_cifar_batch_that_would_train_on_wrong_data_is_refused(tmp_path, split, name, change, message):
     folder = write_cifar(tmp_path)
@@ -69,6 +91,12 @@ def test_cifar_batch_that_would_train_on_wrong_data_is_refused(tmp_path, split, 
     with pytest.raises(DatasetError, match=message):
         build_dataset(cifar_config(tmp_path), split)
 
+
+def test_cifar_meta_keyed_by_text_gives_the_same_class_names(tmp_path):
+    folder = write_cifar(tmp_path)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(CIFAR_CLASSES), "num_vis": 3072}, f)
+    assert build_dataset(cifar_config(tmp_path), "val").class_names == CIFAR_CLASSES
 
 
 class Payload:

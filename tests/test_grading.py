@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,25 @@ def test_parts_failing_alike_share_one_line_naming_them():
                          "alexnet grads: zero gradient in features.0.bias",
                          "resnet18 forward: timed out after 1 s", ""]
     assert lines[-1] == "1/5 passed"
+
+
+def test_check_grades_both_models_by_default_under_the_time_limit_given(monkeypatch, capsys):
+    calls = []
+
+    def isolated(name, parts, timeout):
+        calls.append(("worker", name, parts, timeout))
+        return [grading.Result(name, part, "pass") for part in parts]
+
+    def here(name, parts):
+        calls.append(("this process", name, parts))
+        return [grading.Result(name, part, "pass") for part in parts]
+    monkeypatch.setattr(grading, "grade_isolated", isolated)
+    monkeypatch.setattr(grading, "grade", here)
+    assert grading.main(["--parts", "params", "grads", "--timeout", "7"]) == 0
+    assert "4/4 passed" in capsys.readouterr().out
+    assert grading.main(["alexnet", "--parts", "shapes", "--timeout", "0"]) == 0
+    assert calls == [("worker", "alexnet", ("params", "grads"), 7.0), ("worker", "resnet18", ("params", "grads"), 7.0),
+                     ("this process", "alexnet", ("shapes",))]
 
 
 def test_unknown_model():
@@ -236,3 +256,33 @@ def test_corrupt_reference_is_one_error_line(monkeypatch, capsys, tmp_path, text
         grading.load_reference.cache_clear()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {path}: ") and problem in err
+
+
+@pytest.fixture
+def points_file(monkeypatch, tmp_path):
+    """A staff points file in ``tmp_path`` in place of the shipped one (read afresh)."""
+    path = tmp_path / "grading_points.json"
+    monkeypatch.setattr(grading, "POINTS_FILE", path)
+    grading._points_table.cache_clear()
+    yield path
+    grading._points_table.cache_clear()
+
+
+def test_each_part_is_worth_what_the_points_file_says_else_the_default(points_file):
+    points_file.write_text(json.dumps({"alexnet": {"forward": 2.5, "train": 0}, "resnet18": {"params": 3}}))
+    worth = {(model, part): grading.points(model, part) for model in ("alexnet", "resnet18") for part in grading.PARTS}
+    assert worth == {("alexnet", "params"): 1.0, ("alexnet", "shapes"): 1.0, ("alexnet", "grads"): 1.0,
+                     ("alexnet", "forward"): 2.5, ("alexnet", "train"): 0.0,
+                     ("resnet18", "params"): 3.0, ("resnet18", "shapes"): 1.0, ("resnet18", "grads"): 1.0,
+                     ("resnet18", "forward"): 1.0, ("resnet18", "train"): 1.0}
+
+
+def test_without_a_points_file_every_part_is_worth_the_default(points_file):
+    assert {grading.points(model, part) for model in grading.SPECS for part in grading.PARTS} == {1.0}
+
+
+@pytest.mark.parametrize("text", ['{"alexnet": {"forward": -1}}', '{"alexnet": 2}', "{not json"])
+def test_a_damaged_points_file_is_a_grading_error_naming_it(points_file, text):
+    points_file.write_text(text)
+    with pytest.raises(grading.GradingError, match=rf"^{re.escape(str(points_file))}: (expected|not a points file)"):
+        grading.points("alexnet", "params")

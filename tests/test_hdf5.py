@@ -381,16 +381,19 @@ def test_build_train_val_test_layout(tmp_path, capsys):
 
 def test_build_class_folders_only_splits_val(tmp_path):
     src = tmp_path / "src"
-    for cls in "abc":
+    for c, cls in enumerate("abc"):
         for i in range(10):
-            save_png(src / cls / f"{i}.png")
+            save_png(src / cls / f"{i}.png", value=10 * c + i)
     out = tmp_path / "d.h5"
     info = build_from_folder(src, out, img_size=4, val_fraction=0.2, progress=False)
     assert info["num_samples"] == {"train": 24, "val": 6, "test": 0}
     assert info["class_names"] == ["a", "b", "c"] and read_class_names(out) == ["a", "b", "c"]
     first = load_split(out, "val", progress=False)
+    assert first[1].tolist() == [0, 0, 1, 1, 2, 2]
+    assert [int(v) // 10 for v in first[0][:, 0, 0, 0]] == [0, 0, 1, 1, 2, 2]   # each from its class's folder
     build_from_folder(src, out, img_size=4, val_fraction=0.2, progress=False)
-    assert torch.equal(first[1], load_split(out, "val", progress=False)[1])
+    again = load_split(out, "val", progress=False)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])   # the same images under a seed
     assert HDF5Blocks(out, "test", 4, shuffle=False).__len__() == 0
 
 
@@ -444,9 +447,12 @@ def test_image_split_reads_any_indices_from_the_file(h5):
     path, splits = h5
     split = build_dataset(from_dict({"DATA": {"DATASET": "medium_imagenet", "ROOT": str(path), "IMG_SIZE": 8}}), "val")
     assert split.images is None                      # read on demand, not preloaded
-    images, labels = split.get([5, 0, 5, 2])
-    assert torch.equal(images, torch.from_numpy(splits["val"][0][[5, 0, 5, 2]]))
-    assert labels.tolist() == splits["val"][1][[5, 0, 5, 2]].tolist()
+    for indices in ([5, 0, 5, 2], np.array([5, 0, 5, 2], dtype=np.uint8), torch.tensor([[5], [0], [5], [2]])):
+        images, labels = split.get(indices)                # positions, never a mask, whatever their type
+        assert torch.equal(images, torch.from_numpy(splits["val"][0][[5, 0, 5, 2]]))
+        assert labels.tolist() == splits["val"][1][[5, 0, 5, 2]].tolist()
+    images, labels = split.get([])
+    assert images.shape == (0, 3, 8, 8) and images.dtype == torch.uint8 and labels.tolist() == []
 
 
 # --- exact messages, boundaries and how whole splits are read -------------------------------------

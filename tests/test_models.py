@@ -119,6 +119,35 @@ def test_summary_rows(alexnet):
     assert format_summary(rows).splitlines()[-1] == "Total parameters: 83,126"
 
 
+def test_resnet18_keeps_32_px_through_the_stem_and_halves_it_in_layers_2_to_4():
+    rows = model_summary(build_model("resnet18", 10), (3, 32, 32))
+    output = {r["name"].split(".")[0]: r["output_shape"] for r in rows}   # each stage's last layer
+    assert output == {"stem": (1, 64, 32, 32), "layer1": (1, 64, 32, 32), "layer2": (1, 128, 16, 16),
+                      "layer3": (1, 256, 8, 8), "layer4": (1, 512, 4, 4), "avgpool": (1, 512, 1, 1),
+                      "flatten": (1, 512), "dropout": (1, 512), "fc": (1, 10)}
+
+
+def test_summary_table_aligns_columns_and_counts_a_reused_layer_once():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.flat, self.fc = nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 144)
+
+        def forward(self, x):
+            return self.fc(self.fc(self.flat(self.conv(x))))
+
+    assert format_summary(model_summary(Tied(), (3, 8, 8), batch_size=2)).splitlines() == [
+        "Layer  Type     Output shape  Params",
+        "------------------------------------",
+        "conv   Conv2d   (2, 4, 6, 6)     112",
+        "flat   Flatten  (2, 144)           0",
+        "fc     Linear   (2, 144)      20,880",
+        "fc     Linear   (2, 144)      20,880",
+        "------------------------------------",
+        "Total parameters: 20,992",
+    ]
+
+
 def test_summary_restores_modes_and_stats():
     model = build_model("resnet18", 10)
     model.train()
